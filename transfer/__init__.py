@@ -1,0 +1,1 @@
+"""Learning-trajectory transfer: trajectories on disk, synced gradients, matching, GMT/FGMT."""
