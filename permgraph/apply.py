@@ -1,0 +1,135 @@
+"""Apply permutations to state dicts (or gradient dicts) under a PermSpec.
+
+A permutation is a ``dict[str, torch.LongTensor]``: group name -> ``p`` of length
+``group.size``, in gather form: unit ``c`` of the result is unit ``p[c]`` of the input
+(Git Re-Basin's convention, ``w.index_select(axis, p)`` for a plain axis). Groups left
+out of the dict stay as they are.
+
+>>> perm = random_permutation(spec, generator=torch.Generator().manual_seed(0))
+>>> permuted = apply(spec, perm, model.state_dict())   # same function, other weights
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from permgraph.spec import Group, Member, PermSpec
+
+__all__ = [
+    "Permutation",
+    "apply",
+    "compose",
+    "group_rows",
+    "identity_permutation",
+    "invert",
+    "member_positions",
+    "random_permutation",
+]
+
+Permutation = dict[str, torch.Tensor]
+
+
+def identity_permutation(spec: PermSpec) -> Permutation:
+    return {g.name: torch.arange(g.size) for g in spec.free_groups}
+
+
+def random_permutation(spec: PermSpec, generator: torch.Generator | None = None) -> Permutation:
+    """An independent uniform random permutation for every free group."""
+    return {g.name: torch.randperm(g.size, generator=generator) for g in spec.free_groups}
+
+
+def invert(perm: Permutation) -> Permutation:
+    return {k: torch.argsort(p) for k, p in perm.items()}
+
+
+def compose(outer: Permutation, inner: Permutation) -> Permutation:
+    """The permutation that applies ``inner`` first, then ``outer``."""
+    out = dict(inner)
+    for k, p in outer.items():
+        out[k] = inner[k][p] if k in inner else p
+    return out
+
+
+def member_positions(member: Member) -> torch.Tensor:
+    """Axis positions of the member's grid, shape ``member.sizes``."""
+    pos = torch.full(member.sizes, member.offset, dtype=torch.long)
+    for dim, (size, stride) in enumerate(zip(member.sizes, member.strides)):
+        shape = [1] * len(member.sizes)
+        shape[dim] = size
+        pos = pos + (torch.arange(size) * stride).view(shape)
+    return pos
+
+
+def _axis_gather_index(axis_size: int, members: list[tuple[Member, torch.Tensor]]) -> torch.Tensor:
+    """One gather index for an axis from all the (member, perm) pairs that act on it."""
+    index = torch.arange(axis_size)
+    for member, p in members:
+        pos = member_positions(member)
+        moved = pos.index_select(member.group_dim, p)
+        # members of different groups act on different coordinates, so they compose
+        new_index = index.clone()
+        new_index[pos.reshape(-1)] = index[moved.reshape(-1)]
+        index = new_index
+    return index
+
+
+def _check_perm(group: Group, p: torch.Tensor) -> torch.Tensor:
+    p = torch.as_tensor(p, dtype=torch.long)
+    if p.shape != (group.size,):
+        raise ValueError(
+            f"permutation for group {group.name!r} has shape {tuple(p.shape)}, expected ({group.size},)"
+        )
+    return p
+
+
+def apply(spec: PermSpec, perm: Permutation, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Permute every tensor of ``state`` that the spec's free groups touch.
+
+    Works on parameters, buffers and gradient dicts alike; keys the spec does not know are
+    copied through unchanged, so a partial dict (say, only gradients of trainable
+    parameters) is fine. A tensor whose shape differs from the one the spec was inferred
+    on raises ``ValueError``: permuting it would silently scramble another architecture.
+    """
+    by_param = spec.members_by_param()
+    groups = {g.name: g for g in spec.free_groups}
+    unknown = set(perm) - set(groups)
+    if unknown:
+        raise KeyError(
+            f"permutation names groups {sorted(unknown)} that are not free groups of this spec"
+        )
+    checked = {k: _check_perm(groups[k], p) for k, p in perm.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        entries = by_param.get(key)
+        if not entries or tensor is None:
+            out[key] = tensor
+            continue
+        expected = spec.param_shapes.get(spec.aliases.get(key, key))
+        if expected is not None and tuple(tensor.shape) != tuple(expected):
+            raise ValueError(
+                f"{key!r} has shape {tuple(tensor.shape)} but the spec was inferred with "
+                f"{tuple(expected)}: this state dict belongs to another architecture or width"
+            )
+        per_axis: dict[int, list[tuple[Member, torch.Tensor]]] = {}
+        for group, member in entries:
+            if group.name in checked:
+                per_axis.setdefault(member.axis, []).append((member, checked[group.name]))
+        result = tensor
+        for axis, pairs in per_axis.items():
+            index = _axis_gather_index(tensor.shape[axis], pairs).to(tensor.device)
+            result = result.index_select(axis, index)
+        out[key] = result
+    return out
+
+
+def group_rows(tensor: torch.Tensor, member: Member) -> torch.Tensor:
+    """The member's slice of ``tensor`` as a matrix ``(group.size, -1)``: row ``c`` holds
+    everything that moves with unit ``c``. Matching builds its cost matrices from these."""
+    pos = member_positions(member).to(tensor.device)
+    moved = torch.movedim(pos, member.group_dim, 0).reshape(-1)
+    picked = tensor.index_select(member.axis, moved)
+    picked = torch.movedim(picked, member.axis, 0)
+    n = member.sizes[member.group_dim]
+    return picked.reshape(n, -1)

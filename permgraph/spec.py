@@ -1,0 +1,231 @@
+"""PermSpec: the permutation symmetries of one model, as plain data.
+
+A *group* is a set of hidden units that may be permuted together without changing the
+model's function. Each *member* says where the group's units live inside one tensor of
+the state dict: along one axis, possibly block-expanded (``flatten`` after a conv), sliced
+(``cat`` / ``split``) or factored (attention heads, GroupNorm groups, grouped convs).
+
+A member addresses the axis positions of the group's units as a strided grid::
+
+    position(i_0, ..., i_k) = offset + sum_j i_j * strides[j],   0 <= i_j < sizes[j]
+
+and the group's permutation ``p`` (length ``size``) acts on grid dimension ``group_dim``:
+the new tensor at grid index ``(..., c, ...)`` holds the old value at ``(..., p[c], ...)``.
+This one form covers plain axes (``sizes == (n,)``), block expansion (``(n, k)``), head
+factors (``(h, d)`` with the head or the inner dim as the group's) and slices.
+
+Like Git Re-Basin's ``PermutationSpec`` the spec is data you can print, compare and
+serialise; algorithms (apply, verify, matching) only read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Member", "Group", "PermSpec", "SPEC_FORMAT_VERSION"]
+
+SPEC_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Member:
+    """Where one group's units live inside one state-dict tensor (see module docstring)."""
+
+    param: str
+    axis: int
+    axis_size: int
+    sizes: tuple[int, ...]
+    strides: tuple[int, ...]
+    group_dim: int
+    offset: int = 0
+
+    @property
+    def structure(self) -> str:
+        """A human label: plain, block-expanded, sliced or factored."""
+        n = self.sizes[self.group_dim]
+        if len(self.sizes) == 1 and self.offset == 0 and n == self.axis_size:
+            return "plain"
+        if (
+            self.group_dim == 0
+            and self.offset == 0
+            and _is_contiguous(self.sizes, self.strides)
+            and _prod(self.sizes) == self.axis_size
+        ):
+            return f"block-expanded x{_prod(self.sizes[1:])}"
+        if len(self.sizes) == 1:
+            return f"slice [{self.offset}:{self.offset + n * self.strides[0]}]"
+        return f"factor {self.group_dim} of {'x'.join(map(str, self.sizes))}"
+
+    def describe(self) -> str:
+        return f"{self.param}[axis {self.axis}] {self.structure}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Units that share one permutation. ``blocked`` holds the reason they may not move."""
+
+    name: str
+    size: int
+    members: tuple[Member, ...]
+    blocked: str | None = None
+    structure: str = "plain"
+    origin: str = ""
+
+    @property
+    def is_free(self) -> bool:
+        return self.blocked is None and self.size >= 2 and len(self.members) > 0
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.param for m in self.members))
+
+
+@dataclass(frozen=True)
+class PermSpec:
+    """All permutation groups of one model.
+
+    ``param_shapes`` records every state-dict tensor the spec was inferred from so that
+    ``apply`` can reject a state dict of another architecture with a clear message;
+    ``aliases`` maps a state-dict key to the key it shares storage with (tied weights).
+    """
+
+    groups: tuple[Group, ...]
+    param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    model: str = ""
+
+    @property
+    def free_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.is_free]
+
+    @property
+    def blocked_groups(self) -> list[Group]:
+        return [g for g in self.groups if not g.is_free]
+
+    def group(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(f"no group named {name!r}; the spec has: {[g.name for g in self.groups]}")
+
+    def members_by_param(self) -> dict[str, list[tuple[Group, Member]]]:
+        """Free-group members of each state-dict key, aliases included."""
+        out: dict[str, list[tuple[Group, Member]]] = {}
+        for g in self.free_groups:
+            for m in g.members:
+                out.setdefault(m.param, []).append((g, m))
+        for alias, target in self.aliases.items():
+            if target in out:
+                out[alias] = out[target]
+        return out
+
+    @property
+    def permuted_params(self) -> list[str]:
+        return sorted(self.members_by_param())
+
+    # ---- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SPEC_FORMAT_VERSION,
+            "model": self.model,
+            "groups": [asdict(g) for g in self.groups],
+            "param_shapes": {k: list(v) for k, v in self.param_shapes.items()},
+            "aliases": dict(self.aliases),
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PermSpec:
+        if data.get("format") != SPEC_FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported PermSpec format {data.get('format')!r} (this permgraph reads "
+                f"format {SPEC_FORMAT_VERSION}); re-run permgraph.infer on the model"
+            )
+        groups = []
+        for g in data["groups"]:
+            members = tuple(
+                Member(
+                    param=m["param"],
+                    axis=m["axis"],
+                    axis_size=m["axis_size"],
+                    sizes=tuple(m["sizes"]),
+                    strides=tuple(m["strides"]),
+                    group_dim=m["group_dim"],
+                    offset=m.get("offset", 0),
+                )
+                for m in g["members"]
+            )
+            groups.append(
+                Group(
+                    name=g["name"],
+                    size=g["size"],
+                    members=members,
+                    blocked=g.get("blocked"),
+                    structure=g.get("structure", "plain"),
+                    origin=g.get("origin", ""),
+                )
+            )
+        return cls(
+            groups=tuple(groups),
+            param_shapes={k: tuple(v) for k, v in data.get("param_shapes", {}).items()},
+            aliases=dict(data.get("aliases", {})),
+            model=data.get("model", ""),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PermSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not a PermSpec JSON document: {e}") from e
+        return cls.from_dict(data)
+
+    def to_rebasin(self) -> dict[str, dict]:
+        """Git Re-Basin form: ``perm_to_axes`` {group: [(param, axis)]} and ``axes_to_perm``
+        {param: [group or None per axis]}. Only plain members fit that format; groups with
+        structured members are listed with their plain members only, and the structured
+        ones under ``structured`` so nothing is dropped silently."""
+        perm_to_axes: dict[str, list[tuple[str, int]]] = {}
+        axes_to_perm: dict[str, list[str | None]] = {
+            k: [None] * len(s) for k, s in self.param_shapes.items()
+        }
+        structured: dict[str, list[str]] = {}
+        for g in self.free_groups:
+            for m in g.members:
+                if m.structure == "plain":
+                    perm_to_axes.setdefault(g.name, []).append((m.param, m.axis))
+                    axes_to_perm.setdefault(m.param, [None] * (m.axis + 1))[m.axis] = g.name
+                else:
+                    structured.setdefault(g.name, []).append(m.describe())
+        return {"perm_to_axes": perm_to_axes, "axes_to_perm": axes_to_perm, "structured": structured}
+
+    def summary(self) -> str:
+        free = self.free_groups
+        return (
+            f"PermSpec({self.model or 'model'}: {len(free)} free groups, "
+            f"{len(self.groups) - len(free)} blocked, "
+            f"{len(self.permuted_params)}/{len(self.param_shapes)} tensors permuted)"
+        )
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def _prod(xs: tuple[int, ...] | list[int]) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def _is_contiguous(sizes: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    expected = 1
+    for s, st in zip(reversed(sizes), reversed(strides)):
+        if s != 1 and st != expected:
+            return False
+        expected *= s
+    return True

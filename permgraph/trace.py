@@ -1,0 +1,136 @@
+"""Trace a model into an ATen-level ``torch.fx`` graph with shapes and parameter names.
+
+``torch.export.export(strict=False)`` handles Hugging Face models where ``symbolic_trace``
+fails, and yields a closed op vocabulary that ``permgraph.rules`` covers. The model is
+exported in eval mode (so BatchNorm reads its running statistics and dropout vanishes)
+and put back in the mode it was in.
+
+>>> traced = trace(torchvision.models.resnet18(), (torch.randn(1, 3, 64, 64),))
+>>> traced.param_of["p_conv1_weight"]
+'conv1.weight'
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+__all__ = ["TraceError", "Traced", "trace", "tied_aliases"]
+
+
+class TraceError(RuntimeError):
+    """The model could not be exported; the message names where and what to try."""
+
+
+@dataclass
+class Traced:
+    program: ExportedProgram
+    graph: torch.fx.Graph
+    param_of: dict[str, str]  # placeholder name -> state-dict key (params and buffers)
+    user_inputs: list[str]
+    constants: set[str]  # placeholders of lifted constants / non-persistent buffers
+    user_output_indices: list[int]
+    buffer_mutations: dict[int, str] = field(default_factory=dict)  # output index -> buffer key
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+def tied_aliases(model: torch.nn.Module, canonical: set[str]) -> dict[str, str]:
+    """State-dict keys that share storage with another key the graph uses (tied weights)."""
+    by_id: dict[int, list[str]] = {}
+    for name, t in list(model.named_parameters(remove_duplicate=False)) + list(
+        model.named_buffers(remove_duplicate=False)
+    ):
+        by_id.setdefault(id(t), []).append(name)
+    aliases: dict[str, str] = {}
+    for names in by_id.values():
+        if len(names) < 2:
+            continue
+        target = next((n for n in names if n in canonical), names[0])
+        for n in names:
+            if n != target:
+                aliases[n] = target
+    return aliases
+
+
+def _failing_module(model: torch.nn.Module, exc: BaseException) -> str | None:
+    names = {id(m): n for n, m in model.named_modules()}
+    found = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, torch.nn.Module) and id(obj) in names:
+            found = names[id(obj)] or "<root>"
+    return found
+
+
+def trace(
+    model: torch.nn.Module,
+    example_args: tuple[Any, ...],
+    example_kwargs: dict[str, Any] | None = None,
+) -> Traced:
+    """Export ``model`` on the example inputs; raise ``TraceError`` naming the failing
+    module when torch.export cannot follow it."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"permgraph.trace expects an nn.Module, got {type(model).__name__}")
+    if not isinstance(example_args, tuple):
+        example_args = (example_args,)
+    was_training = model.training
+    model.eval()
+    try:
+        program = torch.export.export(model, example_args, example_kwargs or {}, strict=False)
+    except Exception as e:  # torch.export raises many types; all mean "cannot trace"
+        where = _failing_module(model, e)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TraceError(
+            f"torch.export could not trace {type(model).__name__}"
+            + (f" (failed inside module {where!r})" if where else "")
+            + f": {type(e).__name__}: {first}\n"
+            "Try: check that model(*example_args, **example_kwargs) runs; remove data-dependent "
+            "Python control flow on tensor values; for Hugging Face models pass use_cache=False."
+        ).with_traceback(sys.exc_info()[2]) from e
+    finally:
+        model.train(was_training)
+
+    sig = program.graph_signature
+    param_of: dict[str, str] = {}
+    constants: set[str] = set()
+    user_inputs: list[str] = []
+    non_persistent = set(getattr(sig, "non_persistent_buffers", set()) or set())
+    for spec in sig.input_specs:
+        name = spec.arg.name if hasattr(spec.arg, "name") else str(spec.arg)
+        if spec.kind == InputKind.PARAMETER:
+            param_of[name] = spec.target
+        elif spec.kind == InputKind.BUFFER:
+            if spec.target in non_persistent or not spec.persistent:
+                constants.add(name)
+            else:
+                param_of[name] = spec.target
+        elif spec.kind == InputKind.USER_INPUT:
+            user_inputs.append(name)
+        else:
+            constants.add(name)
+    user_outputs: list[int] = []
+    mutations: dict[int, str] = {}
+    for i, spec in enumerate(sig.output_specs):
+        if spec.kind == OutputKind.BUFFER_MUTATION:
+            mutations[i] = spec.target
+        elif spec.kind in (OutputKind.USER_OUTPUT, OutputKind.USER_INPUT_MUTATION):
+            user_outputs.append(i)
+        else:
+            user_outputs.append(i)
+    return Traced(
+        program=program,
+        graph=program.graph_module.graph,
+        param_of=param_of,
+        user_inputs=user_inputs,
+        constants=constants,
+        user_output_indices=user_outputs,
+        buffer_mutations=mutations,
+        aliases=tied_aliases(model, set(param_of.values())),
+    )
