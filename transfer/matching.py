@@ -1,0 +1,411 @@
+"""Permutation matching: LSA coordinate descent over the free groups of a PermSpec.
+
+``Matcher(spec).add(target, source).solve()`` returns the permutation ``perm`` that
+maximises ``sum_pairs w * <target, apply(spec, perm, source)>`` (equivalently minimises
+``sum_pairs w * ||target - apply(spec, perm, source)||^2``, since permuting preserves norms).
+Pairs may be weights (Git Re-Basin weight matching) or gradients (GMT / FGMT).
+
+Index convention. ``permgraph.apply`` gathers: unit ``c`` of the result is unit ``p[c]`` of
+the source. For one group with the other groups fixed the objective is
+``sum_c A[c, p[c]]`` with ``A[i, j] = <row i of target, row j of (others-permuted) source>``,
+so the LAP's column assignment of row ``c`` *is* ``p[c]``.
+
+Why it is fast (the official code spends 72-83 % of its time in LSA, half of it redundant):
+
+* A tensor touched by a single group on a single axis ("local": biases, BN affine, the
+  first and last layers) contributes a constant ``rows(T) @ rows(S).T`` to that group's
+  cost matrix whatever the other permutations are. It is summed into one ``n x n`` matrix
+  at ``add()`` time, so pairs are never kept for it (mlp2 keeps no pair at all).
+* Tensors touched by several groups ("coupled") keep their pairs stacked; the target side
+  never moves, so its rows are cached, and only the source is re-permuted, only for the
+  tensors that touch the group being solved.
+* A group is re-solved only when something its cost depends on changed since its last
+  solve (new pairs, or the permutation of a group sharing a coupled tensor with it). With
+  one group that is a single LSA per ``solve()``.
+* The LAP is fed a row- and column-reduced matrix (same argmax, ~30 % faster in scipy).
+
+``init="sorted"`` starts every group from an LSA on rows sorted within themselves: a
+row's multiset of values does not depend on the other groups' permutations, so this start
+already finds a planted permutation exactly, where coordinate descent from the identity
+gets stuck on residual nets (Git Re-Basin issue #8: 10/100 recoveries).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from permgraph.apply import Permutation, apply, group_rows, member_positions
+from permgraph.spec import Group, Member, PermSpec
+
+__all__ = ["Matcher", "SolveStats", "weight_matching", "permuted_distance"]
+
+log = logging.getLogger(__name__)
+
+InitArg = Permutation | str | None
+
+
+@dataclass
+class SolveStats:
+    """What the last ``solve`` did; handy for benchmarks and for spotting slow specs."""
+
+    lsa_calls: int = 0
+    skipped: int = 0
+    sweeps: int = 0
+    starts: int = 0
+    objective: float = float("nan")
+    lsa_seconds: float = 0.0
+    cost_seconds: float = 0.0
+    objectives: list[float] = field(default_factory=list)
+
+
+class Matcher:
+    """Accumulates (target, source) pairs and solves for ``perm`` with ``apply(perm, source) ~ target``.
+
+    >>> m = Matcher(spec).add(grads_target, grads_source)
+    >>> perm = m.solve()
+    >>> aligned = permgraph.apply(spec, perm, grads_source)   # close to grads_target
+    """
+
+    def __init__(self, spec: PermSpec):
+        self.spec = spec
+        self.groups: dict[str, Group] = {g.name: g for g in spec.free_groups}
+        self._members: dict[str, list[tuple[Group, Member]]] = {}
+        for g in spec.free_groups:
+            for m in g.members:
+                self._members.setdefault(m.param, []).append((g, m))
+        self._local: dict[str, str] = {}  # key -> the one group acting on it
+        self._coupled: set[str] = set()
+        for key, entries in self._members.items():
+            if len({(g.name, m.axis) for g, m in entries}) == 1:
+                self._local[key] = entries[0][0].name
+            else:
+                self._coupled.add(key)
+        # groups whose permutation changes the cost matrix of each group
+        self._neighbours: dict[str, tuple[str, ...]] = {name: () for name in self.groups}
+        for key in sorted(self._coupled):
+            for g, m in self._members[key]:
+                other = {
+                    h.name for h, hm in self._members[key] if not (h.name == g.name and hm.axis == m.axis)
+                }
+                self._neighbours[g.name] = tuple(sorted(set(self._neighbours[g.name]) | other))
+        self._fixed: dict[str, torch.Tensor] = {}
+        self._pairs_t: dict[str, list[torch.Tensor]] = {}
+        self._pairs_s: dict[str, list[torch.Tensor]] = {}
+        self._stacked: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._target_rows: dict[tuple[str, Member], torch.Tensor] = {}
+        self.version = 0
+        self.num_pairs = 0
+        self.stats = SolveStats()
+
+    # ---- accumulation ----------------------------------------------------------------
+    def add(
+        self,
+        target: Mapping[str, torch.Tensor],
+        source: Mapping[str, torch.Tensor],
+        weight: float = 1.0,
+    ) -> Matcher:
+        """Add one pair of tensor dicts (weights or gradients) with weight ``weight``.
+
+        Only floating tensors that the spec's free groups touch are used; both dicts must
+        hold each of them with the shape the spec was inferred on.
+        """
+        keys = self._pair_keys(target, source)
+        w = float(weight)
+        for key in keys:
+            t = target[key].detach()
+            s = source[key].detach().to(t.dtype)
+            if key in self._local:
+                g = self._local[key]
+                contrib = self._local_product(key, t, s)
+                if w != 1.0:
+                    contrib = contrib * w
+                self._fixed[g] = contrib if g not in self._fixed else self._fixed[g] + contrib
+            else:
+                self._pairs_t.setdefault(key, []).append(t * w if w != 1.0 else t)
+                self._pairs_s.setdefault(key, []).append(s)
+                self._stacked.pop(key, None)
+                for _, m in self._members[key]:
+                    self._target_rows.pop((key, m), None)
+        self.version += 1
+        self.num_pairs += 1
+        return self
+
+    def _pair_keys(self, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> list[str]:
+        keys = []
+        for key in self._members:
+            canonical = self.spec.aliases.get(key)
+            if canonical is not None and canonical in target:
+                continue  # tied weight: count its storage once
+            if key not in target and key not in source:
+                continue
+            if key not in target or key not in source:
+                side = "target" if key not in target else "source"
+                raise KeyError(f"{key!r} is in one dict of the pair but missing from the {side}")
+            t, s = target[key], source[key]
+            if not (torch.is_floating_point(t) and torch.is_floating_point(s)):
+                continue
+            expected = self.spec.param_shapes.get(canonical or key)
+            for side, x in (("target", t), ("source", s)):
+                if expected is not None and tuple(x.shape) != tuple(expected):
+                    raise ValueError(
+                        f"{key!r} of the {side} has shape {tuple(x.shape)} but the spec was inferred "
+                        f"with {tuple(expected)}: the pair does not come from the spec's architecture"
+                    )
+            if t.shape != s.shape:
+                raise ValueError(f"{key!r}: target shape {tuple(t.shape)} != source shape {tuple(s.shape)}")
+            keys.append(key)
+        if not keys:
+            raise ValueError(
+                "the pair shares no tensor with the spec's free groups: wrong model, or empty dicts"
+            )
+        return keys
+
+    def _local_product(self, key: str, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        out = None
+        for _, m in self._members[key]:
+            prod = group_rows(t, m) @ group_rows(s, m).T
+            out = prod if out is None else out + prod
+        assert out is not None
+        return out
+
+    # ---- cost matrices -----------------------------------------------------------------
+    def _stack(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if key not in self._stacked:
+            self._stacked[key] = (torch.stack(self._pairs_t[key]), torch.stack(self._pairs_s[key]))
+        return self._stacked[key]
+
+    def _cost(self, name: str, perm: Permutation) -> torch.Tensor:
+        """A[i, j] = sum_pairs w <target rows i, source rows j with every other permutation applied>."""
+        group = self.groups[name]
+        a = self._fixed.get(name)
+        a = a.clone() if a is not None else None
+        for key in self._coupled:
+            if key not in self._pairs_t:
+                continue
+            t_stack, s_stack = self._stack(key)
+            for g, m in self._members[key]:
+                if g.name != name:
+                    continue
+                ms = _shifted(m)
+                rk = (key, m)
+                if rk not in self._target_rows:
+                    self._target_rows[rk] = group_rows(t_stack, ms)
+                others = [
+                    (hm, perm[h.name])
+                    for h, hm in self._members[key]
+                    if not (h.name == name and hm.axis == m.axis) and h.name in perm
+                ]
+                s_perm = _permute(s_stack, others, shift=1)
+                prod = self._target_rows[rk] @ group_rows(s_perm, ms).T
+                a = prod if a is None else a + prod
+        if a is None:
+            return torch.zeros(group.size, group.size, dtype=torch.float64)
+        return a
+
+    def _sorted_cost(self, name: str) -> torch.Tensor:
+        """Cost from rows sorted within each pair: invariant to every other permutation."""
+        a = self._fixed.get(name)
+        a = a.clone() if a is not None else None
+        for key in self._coupled:
+            if key not in self._pairs_t:
+                continue
+            t_stack, s_stack = self._stack(key)
+            k = t_stack.shape[0]
+            for g, m in self._members[key]:
+                if g.name != name:
+                    continue
+                ms = _shifted(m)
+                n = g.size
+                tr = group_rows(t_stack, ms).reshape(n, k, -1).sort(dim=-1).values.reshape(n, -1)
+                sr = group_rows(s_stack, ms).reshape(n, k, -1).sort(dim=-1).values.reshape(n, -1)
+                prod = tr @ sr.T
+                a = prod if a is None else a + prod
+        if a is None:
+            return torch.zeros(self.groups[name].size, self.groups[name].size, dtype=torch.float64)
+        return a
+
+    def objective(self, perm: Permutation) -> float:
+        """``sum_pairs w <target, apply(perm, source)>`` up to a perm-independent constant."""
+        total = 0.0
+        for name, a in self._fixed.items():
+            p = perm.get(name)
+            idx = torch.arange(a.shape[0])
+            total += float(a[idx, p if p is not None else idx].double().sum())
+        for key in self._coupled:
+            if key not in self._pairs_t:
+                continue
+            t_stack, s_stack = self._stack(key)
+            entries = [(m, perm[g.name]) for g, m in self._members[key] if g.name in perm]
+            total += float((t_stack.double() * _permute(s_stack, entries, shift=1).double()).sum())
+        return total
+
+    # ---- solving -----------------------------------------------------------------------
+    @property
+    def separable(self) -> bool:
+        """True when no cost matrix depends on another group's permutation (one LSA each is exact)."""
+        return not any(self._neighbours.values())
+
+    def solve(
+        self,
+        init: InitArg = None,
+        max_iter: int = 100,
+        tol: float = 1e-7,
+        seed: int = 0,
+        restarts: int = 0,
+    ) -> Permutation:
+        """Coordinate descent: solve one group's LAP at a time, in a seeded random order,
+        until a sweep gains nothing (relative gain <= ``tol``) or ``max_iter`` sweeps.
+
+        ``init``: None (identity), a permutation dict (warm start, e.g. the previous step's),
+        or ``"sorted"`` (see module docstring). ``restarts`` extra starts from random
+        permutations; the best objective wins. Restarts are skipped when the problem is
+        separable, where the first start is already exact.
+        """
+        if self.num_pairs == 0:
+            raise RuntimeError("Matcher.solve() called before any add(): there is nothing to match")
+        rng = np.random.default_rng(seed)
+        self.stats = SolveStats()
+        starts: list[InitArg] = [init]
+        if restarts and not self.separable:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            starts += [
+                {n: torch.randperm(g.size, generator=gen) for n, g in self.groups.items()}
+                for _ in range(restarts)
+            ]
+        best: tuple[float, Permutation] | None = None
+        for start in starts:
+            perm = self._descend(self._initial(start), max_iter, tol, rng)
+            obj = self.objective(perm)
+            self.stats.starts += 1
+            self.stats.objectives.append(obj)
+            if best is None or obj > best[0] + tol * abs(best[0]):
+                best = (obj, perm)
+        assert best is not None
+        self.stats.objective = best[0]
+        log.debug("solve: %s", self.stats)
+        return best[1]
+
+    def _initial(self, init: InitArg) -> Permutation:
+        if init is None:
+            return {n: torch.arange(g.size) for n, g in self.groups.items()}
+        if isinstance(init, str):
+            if init != "sorted":
+                raise ValueError(f"init must be None, 'sorted' or a permutation dict, not {init!r}")
+            return {n: self._lsa(self._sorted_cost(n)) for n in self.groups}
+        perm = {n: torch.arange(g.size) for n, g in self.groups.items()}
+        for n, p in init.items():
+            if n not in self.groups:
+                raise KeyError(f"init names group {n!r}, which is not a free group of the spec")
+            p = torch.as_tensor(p, dtype=torch.long).cpu()
+            if p.shape != (self.groups[n].size,):
+                raise ValueError(
+                    f"init for group {n!r} has shape {tuple(p.shape)}, expected ({self.groups[n].size},)"
+                )
+            perm[n] = p.clone()
+        return perm
+
+    def _descend(self, perm: Permutation, max_iter: int, tol: float, rng: np.random.Generator) -> Permutation:
+        names = sorted(self.groups)
+        changes = dict.fromkeys(names, 0)
+        last: dict[str, tuple] = {}
+        for _ in range(max_iter):
+            self.stats.sweeps += 1
+            progressed = False
+            for i in rng.permutation(len(names)):
+                name = names[i]
+                key = (self.version, tuple(changes[h] for h in self._neighbours[name]))
+                if last.get(name) == key:
+                    self.stats.skipped += 1
+                    continue
+                last[name] = key
+                t0 = time.perf_counter()
+                a = self._cost(name, perm)
+                self.stats.cost_seconds += time.perf_counter() - t0
+                new = self._lsa(a)
+                a64 = a.double()
+                idx = torch.arange(a.shape[0])
+                old_val = float(a64[idx, perm[name]].sum())
+                new_val = float(a64[idx, new].sum())
+                if new_val - old_val > tol * max(abs(old_val), abs(new_val), 1e-300):
+                    perm[name] = new
+                    changes[name] += 1
+                    progressed = True
+            if not progressed:
+                break
+        return perm
+
+    def _lsa(self, a: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        m = a.detach().cpu().double().numpy()
+        if not np.isfinite(m).all():
+            raise FloatingPointError("cost matrix has NaN/inf entries: a pair holds non-finite values")
+        # Subtracting row then column maxima leaves the argmax unchanged and makes scipy faster.
+        m = m - m.max(axis=1, keepdims=True)
+        m -= m.max(axis=0, keepdims=True)
+        rows, cols = linear_sum_assignment(m, maximize=True)
+        self.stats.lsa_calls += 1
+        self.stats.lsa_seconds += time.perf_counter() - t0
+        assert (rows == np.arange(len(rows))).all()
+        return torch.from_numpy(cols.astype(np.int64))
+
+
+def _shifted(m: Member) -> Member:
+    """The same member on a tensor stacked along a new leading (pair) axis."""
+    return replace(m, axis=m.axis + 1)
+
+
+def _permute(
+    tensor: torch.Tensor, entries: list[tuple[Member, torch.Tensor]], shift: int = 0
+) -> torch.Tensor:
+    """Gather-permute ``tensor`` by each (member, perm); members live on axis ``member.axis + shift``."""
+    per_axis: dict[int, list[tuple[Member, torch.Tensor]]] = {}
+    for m, p in entries:
+        per_axis.setdefault(m.axis + shift, []).append((m, p))
+    out = tensor
+    for axis, pairs in per_axis.items():
+        index = torch.arange(tensor.shape[axis])
+        for m, p in pairs:
+            pos = member_positions(m)
+            moved = pos.index_select(m.group_dim, p.cpu())
+            new_index = index.clone()
+            new_index[pos.reshape(-1)] = index[moved.reshape(-1)]
+            index = new_index
+        out = out.index_select(axis, index.to(tensor.device))
+    return out
+
+
+def weight_matching(
+    spec: PermSpec,
+    target_state: Mapping[str, torch.Tensor],
+    source_state: Mapping[str, torch.Tensor],
+    *,
+    init: InitArg = "sorted",
+    **solve_kw,
+) -> Permutation:
+    """Git Re-Basin weight matching: the ``perm`` with ``apply(spec, perm, source_state)``
+    closest to ``target_state``. Defaults to the sorted-rows start (see module docstring)."""
+    return Matcher(spec).add(target_state, source_state).solve(init=init, **solve_kw)
+
+
+def permuted_distance(
+    spec: PermSpec,
+    perm: Permutation,
+    target_state: Mapping[str, torch.Tensor],
+    source_state: Mapping[str, torch.Tensor],
+) -> float:
+    """L2 distance over the floating tensors the two dicts share, after permuting the source."""
+    moved = apply(spec, perm, source_state)
+    total = 0.0
+    for key, t in target_state.items():
+        s = moved.get(key)
+        if s is None or not torch.is_floating_point(t) or key in spec.aliases:
+            continue
+        total += float((t.double() - s.double()).pow(2).sum())
+    return total**0.5
