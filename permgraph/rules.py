@@ -196,7 +196,7 @@ _assert_tensor_metadata bernoulli positive""".split()
 
 BINARY = """add sub rsub mul div true_divide floor_divide remainder fmod pow maximum minimum where
 masked_fill eq ne lt le gt ge logical_and logical_or logical_xor bitwise_and bitwise_or
-bitwise_xor addcmul addcdiv lerp copy hypot atan2 xlogy fmax fmin""".split()
+bitwise_xor addcmul addcdiv lerp copy hypot atan2 xlogy fmax fmin __and__ __or__ __xor__""".split()
 
 
 def _pointwise_names(names: list[str]) -> list[str]:

@@ -101,10 +101,14 @@ def verify(
     seed: int = 0,
     trials: int = 1,
     randomize: bool = True,
-    rtol: float = 1e-7,
+    rtol: float = 1e-6,
 ) -> VerifyReport:
     """Apply independent random permutations to every free group and compare outputs in
-    float64. ``ok`` when the largest change is within ``rtol`` of the largest output."""
+    float64. ``ok`` when the largest change is within ``rtol`` of the largest output.
+
+    A correct spec moves pure-float64 outputs by about 1e-15 of their size and a wrong one
+    by 1e-3 or more; the default ``rtol`` leaves room for models that compute some layers
+    in float32 internally (Hugging Face RMSNorm upcasts do), which costs about 1e-7."""
     if not isinstance(example_args, tuple):
         example_args = (example_args,)
     gen = torch.Generator().manual_seed(seed)
