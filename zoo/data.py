@@ -443,7 +443,7 @@ def _load_synthetic(
     **_: Any,
 ) -> DataSplits:
     g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(num_classes, features, generator=g) * 1.5
+    centers = torch.randn(num_classes, features, generator=g) * 0.25
     n = n_train + n_val + n_test
     y = torch.randint(0, num_classes, (n,), generator=g)
     x = centers[y] + torch.randn(n, features, generator=g)

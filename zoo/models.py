@@ -51,6 +51,7 @@ __all__ = [
     "HF_MODELS",
     "build",
     "parse_model_id",
+    "canonical_id",
     "example_inputs",
     "list_models",
 ]
@@ -462,6 +463,22 @@ def parse_model_id(model_id: str) -> tuple[str, str, dict[str, Any]]:
     if not name:
         raise ZooError(f"model id {model_id!r} has no model name after {source + ':'!r}")
     return source, name, kwargs
+
+
+def _format_value(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+def canonical_id(model_id: str, **overrides: Any) -> str:
+    """The id in full form, with ``overrides`` merged into its query (query order kept, new keys last).
+
+    >>> canonical_id("mlp2", width=8)
+    'zoo:mlp2?width=8'
+    """
+    source, name, kwargs = parse_model_id(model_id)
+    kwargs.update(overrides)
+    query = "&".join(f"{k}={_format_value(v)}" for k, v in kwargs.items())
+    return f"{source}:{name}" + (f"?{query}" if query else "")
 
 
 def _refuse_weights(model_id: str, kwargs: dict[str, Any]) -> None:
