@@ -115,6 +115,27 @@ def _make_optimizer(name: str, model: nn.Module, lr: float, momentum: float, wei
     raise ZooError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
+def _check_fits(model: nn.Module, model_id: str, splits: DataSplits, device: str) -> None:
+    """Fail early, with the fix, when the model's input or output does not match the data."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = logits_of(model(splits.val[0][:2].to(device)))
+    except RuntimeError as e:
+        raise ZooError(
+            f"model {model_id} does not accept {splits.name} inputs of shape {tuple(splits.input_shape)} "
+            f"({str(e).splitlines()[0]}); adjust the model id (e.g. in_features=, in_channels=, image_size=)"
+        ) from e
+    finally:
+        model.train(was_training)
+    if logits.shape[-1] != splits.num_classes:
+        raise ZooError(
+            f"model {model_id} outputs {logits.shape[-1]} classes but {splits.name} has "
+            f"{splits.num_classes}; add num_classes={splits.num_classes} to the model id (--num-classes)"
+        )
+
+
 def _json_norm(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
@@ -182,6 +203,7 @@ def train(
     torch.manual_seed(seed)
     model = build(model_id).to(device)
     model.train()
+    _check_fits(model, model_id, splits, device)
     opt = _make_optimizer(optimizer, model, lr, momentum, weight_decay)
     x_train, y_train = splits.train
     n = len(y_train)
@@ -193,6 +215,8 @@ def train(
     resumed = False
     if (out / "manifest.json").exists():
         traj = Trajectory(out)
+        if not traj.checkpoints:  # an earlier start that saved nothing: start afresh
+            (out / "manifest.json").unlink()
         if traj.checkpoints and _json_norm(traj.config) != config:
             diff = {k: (traj.config.get(k), v) for k, v in config.items() if traj.config.get(k) != v}
             raise ZooError(
