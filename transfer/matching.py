@@ -254,7 +254,7 @@ class Matcher:
 
     def solve(
         self,
-        init: InitArg = None,
+        init: InitArg | list[InitArg] = None,
         max_iter: int = 100,
         tol: float = 1e-7,
         seed: int = 0,
@@ -264,21 +264,23 @@ class Matcher:
         until a sweep gains nothing (relative gain <= ``tol``) or ``max_iter`` sweeps.
 
         ``init``: None (identity), a permutation dict (warm start, e.g. the previous step's),
-        or ``"sorted"`` (see module docstring). ``restarts`` extra starts from random
-        permutations; the best objective wins. Restarts are skipped when the problem is
-        separable, where the first start is already exact.
+        ``"sorted"`` (see module docstring), or a list of these to try each. ``restarts``:
+        extra starts from random permutations. The start with the best objective wins. When
+        the problem is separable only the first start runs: it is already exact.
         """
         if self.num_pairs == 0:
             raise RuntimeError("Matcher.solve() called before any add(): there is nothing to match")
         rng = np.random.default_rng(seed)
         self.stats = SolveStats()
-        starts: list[InitArg] = [init]
-        if restarts and not self.separable:
+        starts: list[InitArg] = list(init) if isinstance(init, list) else [init]
+        if not starts:
+            raise ValueError("init=[] gives no start; pass None for the identity")
+        if self.separable:
+            starts = starts[:1]
+        elif restarts:
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            starts += [
-                {n: torch.randperm(g.size, generator=gen) for n, g in self.groups.items()}
-                for _ in range(restarts)
-            ]
+            for _ in range(restarts):
+                starts.append({n: torch.randperm(g.size, generator=gen) for n, g in self.groups.items()})
         best: tuple[float, Permutation] | None = None
         for start in starts:
             perm = self._descend(self._initial(start), max_iter, tol, rng)
@@ -381,16 +383,20 @@ def _permute(
     return out
 
 
+_DEFAULT_WM_INIT: list[InitArg] = [None, "sorted"]
+
+
 def weight_matching(
     spec: PermSpec,
     target_state: Mapping[str, torch.Tensor],
     source_state: Mapping[str, torch.Tensor],
     *,
-    init: InitArg = "sorted",
+    init: InitArg | list[InitArg] = _DEFAULT_WM_INIT,
     **solve_kw,
 ) -> Permutation:
     """Git Re-Basin weight matching: the ``perm`` with ``apply(spec, perm, source_state)``
-    closest to ``target_state``. Defaults to the sorted-rows start (see module docstring)."""
+    closest to ``target_state``. Tries Git Re-Basin's identity start and the sorted-rows start
+    (exact on planted permutations, see the module docstring) and keeps the better."""
     return Matcher(spec).add(target_state, source_state).solve(init=init, **solve_kw)
 
 
