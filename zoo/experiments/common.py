@@ -1,0 +1,447 @@
+"""What every experiment shares: configs, data views, cached runs, transfers, fine-tuning, outputs.
+
+An experiment is a function ``run(ctx) -> dict`` over a :class:`Context`. The context carries the
+merged config (``configs/NAME.toml``, with its ``[tiny]`` table merged on top under ``--tiny``),
+the folder for its training runs (``runs/experiments/NAME``) and the folder for what it publishes
+(``docs/results``). Every expensive piece (a training run, a transfer, a fine-tuning) is stored in a
+folder named after its settings and reused when the experiment is run again, so a rerun after an
+interruption, or after editing only the plots, costs seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from transfer.methods import run_transfer
+from transfer.trajectory import Trajectory, TrajectoryWriter, atomic_write_bytes, atomic_write_json
+from zoo.data import DataSplits, load
+from zoo.errors import ZooError
+from zoo.models import build, canonical_id, parse_model_id
+from zoo.train import evaluate, logits_of, loss_fn, lr_at, train
+
+__all__ = [
+    "CONFIG_DIR",
+    "Context",
+    "load_config",
+    "deep_merge",
+    "get_data",
+    "model_for",
+    "ensure_run",
+    "transfer_methods",
+    "train_from",
+    "write_json",
+    "write_text",
+    "save_figure",
+    "md_table",
+    "pct",
+    "eval_state",
+    "predict_probs",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+# ---------------------------------------------------------------------------------- configs
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in; nested tables merge key by key, everything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ZooError(f"config file {path} does not exist; pass --config PATH to a .toml or .json file")
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError as e:
+            raise ZooError(f"reading {path} needs Python >= 3.11 or `pip install tomli`") from e
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ZooError(f"{path} is not valid TOML: {e}") from e
+
+
+def load_config(name: str, path: str | os.PathLike | None = None, tiny: bool = False) -> dict[str, Any]:
+    """The config of experiment ``name``: ``path`` or ``configs/NAME.toml``; with ``tiny``, its
+    ``[tiny]`` table merged over the rest (the seconds-long version the tests run)."""
+    cfg = _read_config_file(Path(path) if path is not None else CONFIG_DIR / f"{name}.toml")
+    small = cfg.pop("tiny", {})
+    return deep_merge(cfg, small) if tiny else cfg
+
+
+# ---------------------------------------------------------------------------------- context
+
+
+@dataclass
+class Context:
+    """One experiment's run: its config and where it reads and writes."""
+
+    name: str
+    config: dict[str, Any]
+    runs: Path
+    docs: Path
+    tiny: bool = False
+    progress: bool = True
+    command: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+    def say(self, msg: str) -> None:
+        """Progress for the person running the experiment (a CLI: printed, with elapsed time)."""
+        print(f"[{self.name} {time.perf_counter() - self.started:6.0f}s] {msg}", flush=True)
+
+    def out(self, suffix: str) -> Path:
+        """A published file: ``docs/results/NAME<suffix>``."""
+        self.docs.mkdir(parents=True, exist_ok=True)
+        return self.docs / f"{self.name}{suffix}"
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, options: tuple) -> DataSplits:
+    return load(name, **dict(options))
+
+
+def _take(pair: tuple[torch.Tensor, torch.Tensor], n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    return pair if n is None else (pair[0][:n], pair[1][:n])
+
+
+def _keep_labels(pair, labels: Sequence[int] | None):
+    if labels is None:
+        return pair
+    mask = torch.isin(pair[1], torch.tensor(list(labels)))
+    return pair[0][mask], pair[1][mask]
+
+
+def get_data(
+    name: str,
+    *,
+    subset: int | None = None,
+    val_subset: int | None = None,
+    labels: Sequence[int] | None = None,
+    **options: Any,
+) -> DataSplits:
+    """``zoo.data.load(name)`` (loaded once per process), restricted to ``labels`` (a task of a
+    dataset, e.g. digits 0-4; labels keep their numbers), then to the first ``subset`` training and
+    ``val_subset`` validation samples. The view's name records the restriction, so runs trained on
+    different views never share a folder."""
+    base = _load_cached(name, tuple(sorted(options.items())))
+    if labels is None and subset is None and val_subset is None:
+        return base
+    tag = base.name
+    if labels is not None:
+        tag += "[" + ",".join(str(i) for i in labels) + "]"
+    train_, val_, test_ = (_keep_labels(p, labels) for p in (base.train, base.val, base.test))
+    train_, val_ = _take(train_, subset), _take(val_, val_subset)
+    if subset is not None:
+        tag += f"/n{len(train_[1])}"
+    if val_subset is not None:
+        tag += f"/v{len(val_[1])}"
+    return DataSplits(
+        tag, train_, val_, test_, base.num_classes, base.input_shape, base.mean, base.std, base.augment,
+        base.source,
+    )  # fmt: skip
+
+
+def model_for(model: str, data: DataSplits) -> str:
+    """The model id with the data's input size and class count filled in where the model takes them
+    (``in_features`` of an MLP, ``in_channels`` of a convnet), so one config runs on any dataset."""
+    source, name, kwargs = parse_model_id(model)
+    over: dict[str, Any] = {}
+    shape = tuple(data.input_shape)
+    if name == "mlp2":
+        over["in_features"] = int(math.prod(shape))
+        over["num_classes"] = data.num_classes
+    elif name in ("conv8", "resnet20", "resnet18", "vgg16") and len(shape) == 3:
+        over["in_channels"] = shape[0]
+        over["num_classes"] = data.num_classes
+    elif name == "vit_tiny" and len(shape) == 3:
+        over.update(in_channels=shape[0], image_size=shape[1], num_classes=data.num_classes)
+    over = {k: v for k, v in over.items() if kwargs.get(k, v) == v and k not in kwargs}
+    return canonical_id(model, **over)
+
+
+# ---------------------------------------------------------------------------------- runs
+
+
+def ensure_run(
+    ctx: Context, out: Path, model: str, data: DataSplits, *, seed: int, what: str = "", **train_kw: Any
+) -> Trajectory:
+    """A complete training run in ``out``: reused when it is there, resumed when it was interrupted,
+    trained otherwise (``zoo.train.train``)."""
+    t0 = time.perf_counter()
+    done = (out / "manifest.json").exists() and Trajectory(out).complete
+    if not done:
+        ctx.say(f"training {what or out.name}: {model} on {data.name}, seed {seed}, {train_kw}")
+    traj = train(model, data, seed=seed, out=out, progress=ctx.progress and not done, **train_kw)
+    acc = traj.metrics("val_acc")[-1]
+    ctx.say(
+        f"{'reused' if done else 'trained'} {what or out.name}: val acc {pct(acc)} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
+    return traj
+
+
+def transfer_methods(
+    ctx: Context,
+    methods: Iterable[str],
+    source: Trajectory,
+    target: Trajectory | None,
+    data: DataSplits,
+    out: Path,
+    *,
+    target_init: Any = None,
+    **kw: Any,
+) -> dict[str, dict]:
+    """``run_transfer`` for each method into ``out`` (resumable; a finished method is read back
+    from ``out/results.json`` without recomputing). ``target`` is the real target run: its init is
+    the target init unless ``target_init`` is given, and it is Oracle's reference."""
+    results: dict[str, dict] = {}
+    existing = _read_json(out / "results.json")
+    init = target_init if target_init is not None else target
+    for m in methods:
+        prev = (existing or {}).get("methods", {}).get(m)
+        same = prev is not None and _same_transfer(existing["setting"], source, init, data, kw)
+        if same and len(prev["t"]) == kw.get("T", 5) + 1:
+            results[m] = prev
+            continue
+        ctx.say(f"transfer {m}: T={kw.get('T', 5)}, {kw.get('schedule', 'uniform')} schedule -> {out}")
+        results[m] = run_transfer(
+            m,
+            source,
+            init,
+            data,
+            target=target if m == "oracle" else None,
+            out=out,
+            progress=ctx.progress,
+            **kw,
+        )
+        accs = " ".join(f"{100 * a:5.1f}" for a in results[m]["val_acc"])
+        ctx.say(f"  {m:6s} val acc t=0..: {accs}  ({results[m]['seconds']:.0f} s)")
+    return results
+
+
+def _same_transfer(
+    setting: Mapping[str, Any], source: Trajectory, init: Any, data: DataSplits, kw: Mapping[str, Any]
+) -> bool:
+    """Whether a stored results.json was made with these inputs (``run_transfer`` would refuse a
+    different setting in the same folder anyway; this only decides whether to skip the call)."""
+    if isinstance(init, Trajectory):
+        init_desc = str(init.path)
+    elif isinstance(init, int):
+        init_desc = f"seed:{init}"
+    else:
+        return False
+    keys = ("T", "schedule", "linear", "grad_batches", "batch_size", "seed")
+    return (
+        setting.get("source") == str(source.path)
+        and setting.get("target_init") == init_desc
+        and setting.get("data") == data.name
+        and all(setting.get(k) == kw[k] for k in keys if k in kw)
+    )
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---------------------------------------------------------------------------------- training from a state
+
+
+def train_from(
+    ctx: Context,
+    state: Mapping[str, torch.Tensor],
+    model: str,
+    data: DataSplits,
+    out: Path,
+    *,
+    epochs: int,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    batch_size: int = 128,
+    seed: int = 0,
+    what: str = "",
+) -> Trajectory:
+    """SGD from a given state (``zoo.train`` always starts from a fresh seeded init), with the
+    same minibatch order, learning-rate schedule and per-epoch checkpoints as ``zoo.train``, so a
+    fine-tuning curve and a from-scratch curve differ only in where they start.
+
+    The folder is reused when it holds a complete run with the same config; otherwise the run is
+    redone from the start (fine-tunings here take seconds to minutes)."""
+    config = {
+        "model": model, "data": data.name, "epochs": epochs, "lr": lr, "momentum": momentum,
+        "weight_decay": weight_decay, "schedule": schedule, "batch_size": batch_size, "seed": seed,
+        "init_sha": _state_sha(state),
+    }  # fmt: skip
+    if (out / "manifest.json").exists():
+        traj = Trajectory(out)
+        if traj.complete and traj.config == config:
+            ctx.say(f"reused {what or out.name}: val acc {pct(traj.metrics('val_acc')[-1])}")
+            return traj
+        shutil.rmtree(out)
+    ctx.say(f"fine-tuning {what or out.name}: {epochs} epochs, lr {lr} {schedule}")
+    torch.manual_seed(seed)
+    net = build(model)
+    net.load_state_dict(state)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    x, y = data.train
+    n = len(y)
+    ipe = -(-n // batch_size)
+    total = epochs * ipe
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_mkdir(out.parent)))
+    writer = TrajectoryWriter(tmp, model=model, data=data.name, seed=seed, config=config)
+    vl, va = evaluate(net, *data.val)
+    writer.save(net.state_dict(), step=0, epoch=0.0, name="start", metrics={"val_loss": vl, "val_acc": va})
+    aug_gen = torch.Generator().manual_seed(int(seed) + 1)
+    step = 0
+    bar = tqdm(total=total, disable=not ctx.progress, desc=what or out.name, unit="it", leave=False)
+    net.train()
+    for epoch in range(epochs):
+        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + epoch * 7919 + 17) % (2**63))
+        order = torch.randperm(n, generator=gen)
+        for b in range(ipe):
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            xb, yb = x[idx], y[idx]
+            if data.augment is not None:
+                xb = data.augment(xb, aug_gen)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, lr, schedule)
+            loss = loss_fn(logits_of(net(xb)), yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{what or out}: loss {float(loss)} at epoch {epoch}; lower the lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+        vl, va = evaluate(net, *data.val)
+        bar.set_postfix(val_acc=f"{va:.4f}")
+        writer.save(net.state_dict(), step=step, epoch=float(epoch + 1), name=f"epoch_{epoch + 1}",
+                    metrics={"val_loss": vl, "val_acc": va})  # fmt: skip
+    bar.close()
+    writer.finish()
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    traj = Trajectory(out)
+    curve = " ".join(pct(a) for a in traj.metrics("val_acc"))
+    ctx.say(f"fine-tuned {what or out.name}: val acc per epoch {curve}")
+    return traj
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _state_sha(state: Mapping[str, torch.Tensor]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def eval_state(
+    model: str, state: Mapping[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[float, float]:
+    """(loss, accuracy) of a state dict of ``model`` on ``(x, y)``."""
+    net = build(model)
+    net.load_state_dict(dict(state))
+    return evaluate(net, *pair)
+
+
+@torch.no_grad()
+def predict_probs(
+    model: str, state: Mapping[str, torch.Tensor], x: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
+    """Softmax outputs of a state dict of ``model`` on ``x`` (eval mode), for ensembles."""
+    net = build(model)
+    net.load_state_dict(dict(state))
+    net.eval()
+    return torch.cat(
+        [logits_of(net(x[i : i + batch_size])).softmax(-1) for i in range(0, len(x), batch_size)]
+    )
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+
+def pct(x: float | None) -> str:
+    """An accuracy fraction as a percentage with one decimal ('-' for missing)."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_json(path, obj)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure atomically (PNG) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def command_line() -> str:
+    return " ".join(["python -m zoo.experiments", *sys.argv[1:]]) if sys.argv else ""

@@ -1,0 +1,26 @@
+"""Model variants the experiments need beyond :mod:`zoo.models`, addressable by model id.
+
+``zoo.experiments.models:mlp2?width=1024&init_scale=0.25`` is the zoo's 2-MLP with every parameter of
+PyTorch's default init multiplied by ``init_scale``. With ``init_scale=1`` it draws the very same
+numbers as ``zoo:mlp2`` under the same seed. It exists for the Fig. 5a gap ablation: Naive transfer
+(θ₂⁰ + Δ₁) can only work when the training change Δ dominates the init, and the init scale is the
+knob that decides it (``docs/results/fig5a_gap.md``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zoo.models import MLP2
+
+__all__ = ["mlp2"]
+
+
+def mlp2(width: int = 4096, in_features: int = 784, num_classes: int = 10, init_scale: float = 1.0) -> MLP2:
+    """The paper's 2-MLP with its default init scaled by ``init_scale`` (weights and biases)."""
+    model = MLP2(width=width, in_features=in_features, num_classes=num_classes)
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(float(init_scale))
+    return model
