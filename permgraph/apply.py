@@ -11,6 +11,7 @@ out of the dict stay as they are.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -100,7 +101,10 @@ def apply(spec: PermSpec, perm: Permutation, state: Mapping[str, torch.Tensor]) 
             f"permutation names groups {sorted(unknown)} that are not free groups of this spec"
         )
     checked = {k: _check_perm(groups[k], p) for k, p in perm.items()}
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = OrderedDict()
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:  # load_state_dict reads module versions from it (MNASNet does)
+        out._metadata = metadata  # type: ignore[attr-defined]
     for key, tensor in state.items():
         entries = by_param.get(key)
         if not entries or tensor is None:

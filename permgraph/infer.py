@@ -82,13 +82,13 @@ def analyse(traced: Traced) -> Analysis:
             if rule is None:
                 name = op_name(node.target)
                 unknown[name] = unknown.get(name, 0) + 1
-                values[node] = block_everything(ctx, f"{name}: no rule")
+                values[node] = block_everything(ctx, "no rule")
                 continue
             try:
                 values[node] = rule(ctx)
             except Exception as e:  # a rule that cannot read its op must not guess
                 log.debug("rule for %s failed on %s", ctx.op, node.name, exc_info=True)
-                values[node] = block_everything(ctx, f"{ctx.op}: rule failed ({type(e).__name__}: {e})")
+                values[node] = block_everything(ctx, f"rule failed ({type(e).__name__}: {e})")
         elif node.op == "output":
             outs = node.args[0]
             outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]

@@ -409,6 +409,10 @@ def _matmul_types(ctx: Context, a: Any, b: Any) -> Types:
         if len(cands) == 2:
             ctx.unify(cands[0], cands[1])
         batch.append(cands[0])
+    if nb >= 2:  # (batch, heads, ...) products: name the parts for display, as SDPA does
+        ctx.g.add_role(batch[-1], "heads")
+        ctx.g.add_role(ta[-1], "query/key dims")
+        ctx.g.add_role(tb[-1], "value dims")
     out = batch + ([] if squeeze_a else [ta[-2]]) + ([] if squeeze_b else [tb[-1]])
     return out
 

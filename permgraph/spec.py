@@ -208,7 +208,7 @@ class PermSpec:
         return (
             f"PermSpec({self.model or 'model'}: {len(free)} free groups, "
             f"{len(self.groups) - len(free)} blocked, "
-            f"{len(self.permuted_params)}/{len(self.param_shapes)} tensors permuted)"
+            f"{len(self.permuted_params)}/{len(self.param_shapes) + len(self.aliases)} tensors permuted)"
         )
 
     def __repr__(self) -> str:

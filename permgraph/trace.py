@@ -42,7 +42,8 @@ class Traced:
 
 
 def tied_aliases(model: torch.nn.Module, canonical: set[str]) -> dict[str, str]:
-    """State-dict keys that share storage with another key the graph uses (tied weights)."""
+    """State-dict keys that share storage with another key (tied weights), mapped to the
+    one in ``canonical`` (the key the traced graph actually reads)."""
     by_id: dict[int, list[str]] = {}
     for name, t in list(model.named_parameters(remove_duplicate=False)) + list(
         model.named_buffers(remove_duplicate=False)
@@ -124,6 +125,12 @@ def trace(
             user_outputs.append(i)
         else:
             user_outputs.append(i)
+    # torch.export lists every name of a tied tensor as its own placeholder but reads only
+    # one of them: keep that one, and make the others aliases of it.
+    used = {param_of[n.name] for n in program.graph_module.graph.nodes
+            if n.op == "placeholder" and n.name in param_of and n.users}
+    aliases = tied_aliases(model, used)
+    param_of = {k: v for k, v in param_of.items() if v not in aliases}
     return Traced(
         program=program,
         graph=program.graph_module.graph,
@@ -132,5 +139,5 @@ def trace(
         constants=constants,
         user_output_indices=user_outputs,
         buffer_mutations=mutations,
-        aliases=tied_aliases(model, set(param_of.values())),
+        aliases=aliases,
     )
