@@ -81,15 +81,15 @@ class Matcher:
             for m in g.members:
                 self._members.setdefault(m.param, []).append((g, m))
         self._local: dict[str, str] = {}  # key -> the one group acting on it
-        self._coupled: set[str] = set()
+        self._coupled: list[str] = []  # a list, not a set: summation order must not vary by process
         for key, entries in self._members.items():
             if len({(g.name, m.axis) for g, m in entries}) == 1:
                 self._local[key] = entries[0][0].name
             else:
-                self._coupled.add(key)
+                self._coupled.append(key)
         # groups whose permutation changes the cost matrix of each group
         self._neighbours: dict[str, tuple[str, ...]] = {name: () for name in self.groups}
-        for key in sorted(self._coupled):
+        for key in self._coupled:
             for g, m in self._members[key]:
                 other = {
                     h.name for h, hm in self._members[key] if not (h.name == g.name and hm.axis == m.axis)
@@ -118,21 +118,31 @@ class Matcher:
         """
         keys = self._pair_keys(target, source)
         w = float(weight)
+        local_rows: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for key in keys:
             t = target[key].detach()
             s = source[key].detach().to(t.dtype)
             if key in self._local:
-                g = self._local[key]
-                contrib = self._local_product(key, t, s)
-                if w != 1.0:
-                    contrib = contrib * w
-                self._fixed[g] = contrib if g not in self._fixed else self._fixed[g] + contrib
+                rows = local_rows.setdefault(self._local[key], ([], []))
+                for _, m in self._members[key]:
+                    rows[0].append(group_rows(t, m))
+                    rows[1].append(group_rows(s, m))
             else:
                 self._pairs_t.setdefault(key, []).append(t * w if w != 1.0 else t)
                 self._pairs_s.setdefault(key, []).append(s)
                 self._stacked.pop(key, None)
                 for _, m in self._members[key]:
                     self._target_rows.pop((key, m), None)
+        # one matmul per group over all its local tensors: no n x n temporary per tensor
+        for g, (t_rows, s_rows) in local_rows.items():
+            t_cat = torch.cat(t_rows, dim=1) if len(t_rows) > 1 else t_rows[0]
+            s_cat = torch.cat(s_rows, dim=1) if len(s_rows) > 1 else s_rows[0]
+            if w != 1.0:
+                t_cat = t_cat * w
+            if g in self._fixed:
+                self._fixed[g].addmm_(t_cat, s_cat.T)
+            else:
+                self._fixed[g] = t_cat @ s_cat.T
         self.version += 1
         self.num_pairs += 1
         return self
@@ -166,14 +176,6 @@ class Matcher:
                 "the pair shares no tensor with the spec's free groups: wrong model, or empty dicts"
             )
         return keys
-
-    def _local_product(self, key: str, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        out = None
-        for _, m in self._members[key]:
-            prod = group_rows(t, m) @ group_rows(s, m).T
-            out = prod if out is None else out + prod
-        assert out is not None
-        return out
 
     # ---- cost matrices -----------------------------------------------------------------
     def _stack(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
