@@ -1,0 +1,48 @@
+"""``permgraph inspect`` / ``permgraph verify``: outputs and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from permgraph.cli import main
+from permgraph.spec import PermSpec
+
+
+def test_inspect_table_lists_groups(capsys):
+    assert main(["inspect", "zoo:mlp2?width=16"]) == 0
+    out = capsys.readouterr().out
+    assert "fc1" in out or "0.out" in out or ".out" in out
+    assert "1 free groups" in out
+
+
+def test_inspect_json_round_trips(tmp_path):
+    path = tmp_path / "spec.json"
+    assert main(["inspect", "zoo:resnet20", "--format", "json", "--out", str(path)]) == 0
+    spec = PermSpec.from_json(path.read_text())
+    assert len(spec.free_groups) == 12
+    assert json.loads(path.read_text())["format"] == 1
+
+
+def test_inspect_dot_and_png(tmp_path, capsys):
+    assert main(["inspect", "zoo:conv8?width=0.125", "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.startswith("digraph") and "conv2d" in dot and "fillcolor" in dot
+    png = tmp_path / "g.png"
+    assert main(["inspect", "zoo:conv8?width=0.125", "--format", "png", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_inspect_blocked_shows_reasons(capsys):
+    assert main(["inspect", "zoo:mlp2?width=8", "--blocked"]) == 0
+    assert "model input" in capsys.readouterr().out
+
+
+def test_verify_prints_report_and_exit_code(capsys):
+    assert main(["verify", "zoo:vit_tiny"]) == 0
+    assert "verify OK" in capsys.readouterr().out
+
+
+def test_bad_model_id_exits_2(capsys):
+    assert main(["inspect", "zoo:nonexistent"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["inspect", "zoo:mlp2", "--input-shape", "a,b"]) == 2

@@ -1,0 +1,39 @@
+"""A model torch.export cannot follow gets a TraceError naming the module and what to try."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import permgraph
+
+
+class DataDependent(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # branching on a tensor's value cannot be traced
+            return x * 2
+        return x
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.branchy = DataDependent()
+
+    def forward(self, x):
+        return self.branchy(self.fc(x))
+
+
+def test_untraceable_model_names_the_failing_module():
+    with pytest.raises(permgraph.TraceError) as info:
+        permgraph.infer(Net(), (torch.randn(2, 4),))
+    message = str(info.value)
+    assert "'branchy'" in message
+    assert "control flow" in message
+
+
+def test_non_module_is_rejected():
+    with pytest.raises(TypeError, match="expects an nn.Module"):
+        permgraph.infer(lambda x: x, (torch.randn(2, 4),))
