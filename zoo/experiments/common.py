@@ -184,8 +184,22 @@ def model_for(model: str, data: DataSplits) -> str:
         over["num_classes"] = data.num_classes
     elif name == "vit_tiny" and len(shape) == 3:
         over.update(in_channels=shape[0], image_size=shape[1], num_classes=data.num_classes)
-    over = {k: v for k, v in over.items() if kwargs.get(k, v) == v and k not in kwargs}
+    defaults = _defaults(source, name)
+    over = {k: v for k, v in over.items() if k not in kwargs and defaults.get(k) != v}
     return canonical_id(model, **over)
+
+
+def _defaults(source: str, name: str) -> dict[str, Any]:
+    """A zoo factory's default arguments: ids keep only what differs, so the same model has one id
+    (and a run trained elsewhere with ``zoo train --model mlp2`` is recognised as the same run)."""
+    import inspect
+
+    from zoo.models import ZOO
+
+    if source != "zoo" or name not in ZOO:
+        return {}
+    params = inspect.signature(ZOO[name]).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 # ---------------------------------------------------------------------------------- runs
