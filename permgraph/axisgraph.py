@@ -20,7 +20,6 @@ A free group of the final spec is one unrefined, unblocked root atom.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import networkx as nx
 from networkx.utils import UnionFind
@@ -40,7 +39,7 @@ class Sum:
     parts: tuple[Layout, ...]
 
 
-Layout = Union[Atom, Prod, Sum]
+Layout = Atom | Prod | Sum
 
 
 @dataclass(frozen=True)
