@@ -872,6 +872,23 @@ def _index_select(ctx: Context) -> Any:
     return out
 
 
+@register("aten.index")
+def _index(ctx: Context) -> Any:
+    """``x[..., idx, ...]`` with one index tensor: the indexed axis is blocked (units are
+    picked by position); the other axes pass through around the index's own axes."""
+    x, indices = ctx["self"], list(ctx["indices"])
+    t = ctx.types(x)
+    used = [k for k, i in enumerate(indices) if i is not None]
+    if len(used) != 1 or not ctx.is_tensor(indices[used[0]]):
+        return block_everything(ctx, "advanced indexing with several index tensors")
+    k = used[0]
+    idx = indices[k]
+    if ctx.types(idx) and ctx.is_tensor(idx) and idx.meta["val"].dtype == torch.bool:
+        return block_everything(ctx, "boolean mask indexing")
+    ctx.block(t[k], "indexing picks units by position")
+    return t[:k] + ctx.types(idx) + t[k + 1:]
+
+
 @register("aten.cat", "aten.concat", "aten.concatenate")
 def _cat(ctx: Context) -> Any:
     tensors = [a for a in ctx["tensors"] if ctx.is_tensor(a)]

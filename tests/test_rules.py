@@ -121,3 +121,17 @@ def test_sdpa_grouped_query_attention():
     spec = infer_verify(GQA(), torch.randn(2, 3, 8))
     roles = {g.structure for g in spec.free_groups}
     assert "heads" in roles and "query heads per key head" in roles
+
+
+def test_integer_indexing_blocks_the_indexed_axis_only():
+    class Pick(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 6), nn.Linear(6, 2)
+            self.register_buffer("rows", torch.tensor([0, 2, 3]))
+
+        def forward(self, x):  # x: (batch, positions, features)
+            return self.b(F.relu(self.a(x))[:, self.rows]).sum(1)
+
+    spec = infer_verify(Pick(), torch.randn(2, 5, 3))
+    assert sizes(spec) == [6]
