@@ -32,24 +32,68 @@ __all__ = [
 Permutation = dict[str, torch.Tensor]
 
 
+def _blocks(spec: PermSpec, group: Group) -> int | None:
+    return spec.group(group.indexed_by).size if group.indexed_by else None
+
+
 def identity_permutation(spec: PermSpec) -> Permutation:
-    return {g.name: torch.arange(g.size) for g in spec.free_groups}
+    out = {}
+    for g in spec.free_groups:
+        blocks = _blocks(spec, g)
+        out[g.name] = torch.arange(g.size) if blocks is None else torch.arange(g.size).repeat(blocks, 1)
+    return out
 
 
 def random_permutation(spec: PermSpec, generator: torch.Generator | None = None) -> Permutation:
-    """An independent uniform random permutation for every free group."""
-    return {g.name: torch.randperm(g.size, generator=generator) for g in spec.free_groups}
+    """An independent uniform random permutation for every free group (and, for a group
+    indexed by an outer one, for every block)."""
+    out = {}
+    for g in spec.free_groups:
+        blocks = _blocks(spec, g)
+        if blocks is None:
+            out[g.name] = torch.randperm(g.size, generator=generator)
+        else:
+            out[g.name] = torch.stack([torch.randperm(g.size, generator=generator) for _ in range(blocks)])
+    return out
 
 
-def invert(perm: Permutation) -> Permutation:
-    return {k: torch.argsort(p) for k, p in perm.items()}
+def _index_of(spec: PermSpec | None, name: str) -> str | None:
+    if spec is None:
+        return None
+    for g in spec.groups:
+        if g.name == name:
+            return g.indexed_by
+    return None
 
 
-def compose(outer: Permutation, inner: Permutation) -> Permutation:
+def invert(perm: Permutation, spec: PermSpec | None = None) -> Permutation:
+    """The inverse permutation. Groups indexed by an outer group (2-D permutations) need
+    the spec: block ``j`` of the inverse undoes what was applied to the block moved to ``j``."""
+    out = {k: torch.argsort(p, dim=-1) for k, p in perm.items()}
+    for k, p in perm.items():
+        if p.dim() == 2:
+            outer = _index_of(spec, k)
+            if outer is None:
+                raise ValueError(f"invert needs the spec to invert the per-block permutation of group {k!r}")
+            sigma = perm.get(outer, torch.arange(p.shape[0]))
+            out[k] = torch.argsort(p, dim=-1)[torch.argsort(sigma)]
+    return out
+
+
+def compose(outer: Permutation, inner: Permutation, spec: PermSpec | None = None) -> Permutation:
     """The permutation that applies ``inner`` first, then ``outer``."""
     out = dict(inner)
     for k, p in outer.items():
-        out[k] = inner[k][p] if k in inner else p
+        if k not in inner:
+            out[k] = p
+        elif p.dim() == 1:
+            out[k] = inner[k][p]
+        else:
+            index = _index_of(spec, k)
+            if index is None:
+                raise ValueError(f"compose needs the spec to combine the per-block permutations of group {k!r}")
+            sigma = outer.get(index, torch.arange(p.shape[0]))
+            out[k] = torch.gather(inner[k][sigma], 1, p)
     return out
 
 
@@ -68,7 +112,12 @@ def _axis_gather_index(axis_size: int, members: list[tuple[Member, torch.Tensor]
     index = torch.arange(axis_size)
     for member, p in members:
         pos = member_positions(member)
-        moved = pos.index_select(member.group_dim, p)
+        if member.index_dim is None:
+            moved = pos.index_select(member.group_dim, p)
+        else:  # row i of p acts inside block i of the index dim
+            shape = [1] * pos.dim()
+            shape[member.index_dim], shape[member.group_dim] = p.shape
+            moved = torch.gather(pos, member.group_dim, p.reshape(shape).expand(pos.shape))
         # members of different groups act on different coordinates, so they compose
         new_index = index.clone()
         new_index[pos.reshape(-1)] = index[moved.reshape(-1)]
@@ -76,12 +125,14 @@ def _axis_gather_index(axis_size: int, members: list[tuple[Member, torch.Tensor]
     return index
 
 
-def _check_perm(group: Group, p: torch.Tensor) -> torch.Tensor:
+def _check_perm(spec: PermSpec, group: Group, p: torch.Tensor) -> torch.Tensor:
     p = torch.as_tensor(p, dtype=torch.long)
-    if p.shape != (group.size,):
-        raise ValueError(
-            f"permutation for group {group.name!r} has shape {tuple(p.shape)}, expected ({group.size},)"
-        )
+    blocks = _blocks(spec, group)
+    expected = (group.size,) if blocks is None else (blocks, group.size)
+    if p.dim() == 1 and blocks is not None:  # one permutation for every block
+        p = p.expand(blocks, group.size)
+    if tuple(p.shape) != expected:
+        raise ValueError(f"permutation for group {group.name!r} has shape {tuple(p.shape)}, expected {expected}")
     return p
 
 
@@ -100,7 +151,7 @@ def apply(spec: PermSpec, perm: Permutation, state: Mapping[str, torch.Tensor]) 
         raise KeyError(
             f"permutation names groups {sorted(unknown)} that are not free groups of this spec"
         )
-    checked = {k: _check_perm(groups[k], p) for k, p in perm.items()}
+    checked = {k: _check_perm(spec, groups[k], p) for k, p in perm.items()}
     out: dict[str, torch.Tensor] = OrderedDict()
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:  # load_state_dict reads module versions from it (MNASNet does)
@@ -130,10 +181,17 @@ def apply(spec: PermSpec, perm: Permutation, state: Mapping[str, torch.Tensor]) 
 
 def group_rows(tensor: torch.Tensor, member: Member) -> torch.Tensor:
     """The member's slice of ``tensor`` as a matrix ``(group.size, -1)``: row ``c`` holds
-    everything that moves with unit ``c``. Matching builds its cost matrices from these."""
+    everything that moves with unit ``c``. Matching builds its cost matrices from these.
+    For a member of a group indexed by an outer one the result is ``(blocks, size, -1)``:
+    one matrix per block."""
     pos = member_positions(member).to(tensor.device)
-    moved = torch.movedim(pos, member.group_dim, 0).reshape(-1)
+    n = member.sizes[member.group_dim]
+    if member.index_dim is None:
+        moved = torch.movedim(pos, member.group_dim, 0).reshape(-1)
+        lead: tuple[int, ...] = (n,)
+    else:
+        moved = torch.movedim(pos, (member.index_dim, member.group_dim), (0, 1)).reshape(-1)
+        lead = (member.sizes[member.index_dim], n)
     picked = tensor.index_select(member.axis, moved)
     picked = torch.movedim(picked, member.axis, 0)
-    n = member.sizes[member.group_dim]
-    return picked.reshape(n, -1)
+    return picked.reshape(*lead, -1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -133,7 +133,68 @@ def _group_name(member: Member, taken: set[str]) -> str:
     return name
 
 
-def spec_from_analysis(analysis: Analysis, model_name: str = "") -> PermSpec:
+def _tensor_layouts(value: Any) -> list[list]:
+    """The per-axis layouts of every tensor in a node's value (tuples flattened)."""
+    if not isinstance(value, list) or not value:
+        return []
+    if isinstance(value[0], list) or value[0] is None:
+        return [t for v in value for t in _tensor_layouts(v)]
+    return [value]
+
+
+def _region_of(g: AxisGraph, analysis: Analysis, member: Member) -> tuple:
+    layout = analysis.param_layouts[member.param][member.axis]
+    for region in g.regions(layout):
+        if region.offset == member.offset and tuple(n for _, n, _ in region.dims) == member.sizes:
+            return region.dims
+    raise AssertionError("member without its region")
+
+
+def _block_indices(analysis: Analysis, members: dict[Atom, list[Member]], free: set[Atom]) -> dict[Atom, Atom]:
+    """Inner groups whose units may move independently within each unit of an outer group.
+
+    Attention's per-head dims and GroupNorm's within-group channels are factors of an axis
+    ``Prod(outer, inner)``. When every value in the graph that carries ``inner`` also carries
+    ``outer`` exactly once, no op mixes ``inner`` across different ``outer`` units, so each
+    outer unit (head, norm group) may permute its own inner units. A per-dim parameter
+    shared by all heads, or a conv weight's in-channel axis, carries ``inner`` without
+    ``outer`` and keeps the permutation shared. Parameters must hold both in one axis so
+    that ``apply`` can express the dependence."""
+    g = analysis.graph
+    candidates: dict[Atom, set[Atom] | None] = dict.fromkeys(free)
+    for value in analysis.values.values():
+        for layouts in _tensor_layouts(value):
+            counts: dict[Atom, int] = {}
+            for layout in layouts:
+                for leaf in g.leaves(layout):
+                    counts[leaf] = counts.get(leaf, 0) + 1
+            once = {a for a, c in counts.items() if c == 1 and a in free}
+            for a, c in counts.items():
+                if a not in candidates:
+                    continue
+                here = once - {a} if c == 1 else set()
+                prev = candidates[a]
+                candidates[a] = here if prev is None else prev & here
+    chosen: dict[Atom, Atom] = {}
+    used_as_index: set[Atom] = set()
+    for inner, cands in candidates.items():
+        if not cands:
+            continue
+        outer_choice = None
+        for m in members[inner]:  # the outer group must sit in the same axis, outside the inner
+            dims = [g.root(a) for a, _, _ in _region_of(g, analysis, m)]
+            before = [a for a in dims[: m.group_dim] if a in cands]
+            cands = cands & set(before)
+            if before and outer_choice is None:
+                outer_choice = before[-1]
+        if not cands or outer_choice not in cands or outer_choice in chosen or inner in used_as_index:
+            continue
+        chosen[inner] = outer_choice
+        used_as_index.add(outer_choice)
+    return chosen
+
+
+def spec_from_analysis(analysis: Analysis, model_name: str = "", per_block: bool = True) -> PermSpec:
     g = analysis.graph
     members: dict[Atom, list[Member]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -150,23 +211,40 @@ def spec_from_analysis(analysis: Analysis, model_name: str = "") -> PermSpec:
                     members.setdefault(g.root(atom), []).append(
                         Member(key, axis, axis_size, sizes, strides, k, region.offset)
                     )
-    groups: list[Group] = []
-    taken: set[str] = set()
+    blocked_by: dict[Atom, str | None] = {}
     for root, ms in members.items():
         reasons = g.blocked_reasons(root)
         blocked = "; ".join(reasons) if reasons else None
         if blocked is None and len({m.param for m in ms}) < 2:
             blocked = "touches a single tensor (nothing to keep consistent with)"
+        blocked_by[root] = blocked
+    free = {r for r, b in blocked_by.items() if b is None and g.size(r) >= 2}
+    index_of = _block_indices(analysis, members, free) if per_block else {}
+    names: dict[Atom, str] = {}
+    taken: set[str] = set()
+    for root, ms in members.items():
+        names[root] = _group_name(ms[0], taken)
+    groups: list[Group] = []
+    for root, ms in members.items():
+        outer = index_of.get(root)
+        if outer is not None:
+            ms = [replace(m, index_dim=[g.root(a) for a, _, _ in _region_of(g, analysis, m)].index(outer))
+                  for m in ms]
+        structure = _structure(g, root, ms)
         groups.append(
             Group(
-                name=_group_name(ms[0], taken),
+                name=names[root],
                 size=g.size(root),
                 members=tuple(ms),
-                blocked=blocked,
-                structure=_structure(g, root, ms),
+                blocked=blocked_by[root],
+                structure=structure + (f", independent within each unit of {names[outer]}" if outer else ""),
                 origin=g.origin.get(root, ""),
+                indexed_by=names[outer] if outer is not None else None,
             )
         )
+    # an indexed group comes after its index group: apply moves blocks first, then within them
+    position = {grp.name: i for i, grp in enumerate(groups)}
+    groups.sort(key=lambda grp: (position[grp.indexed_by] + 0.5) if grp.indexed_by else position[grp.name])
     return PermSpec(
         groups=tuple(groups),
         param_shapes=shapes,
@@ -182,13 +260,18 @@ def infer(
     *,
     name: str = "",
     return_analysis: bool = False,
+    per_block: bool = False,
 ) -> PermSpec | tuple[PermSpec, Analysis]:
-    """Trace ``model`` on the example inputs and infer every permutation group."""
+    """Trace ``model`` on the example inputs and infer every permutation group.
+
+    ``per_block=True`` lets inner groups (dims within an attention head, channels within a
+    GroupNorm group) permute independently inside each unit of their outer group: a larger
+    symmetry group, whose permutations are ``(blocks, size)`` tensors."""
     t0 = time.perf_counter()
     traced = trace(model, example_args if isinstance(example_args, tuple) else (example_args,), example_kwargs)
     t1 = time.perf_counter()
     analysis = analyse(traced)
-    spec = spec_from_analysis(analysis, name or type(model).__name__)
+    spec = spec_from_analysis(analysis, name or type(model).__name__, per_block=per_block)
     t2 = time.perf_counter()
     analysis.seconds = {"trace": t1 - t0, "infer": t2 - t1}
     if analysis.unknown_ops:

@@ -590,6 +590,7 @@ def _group_norm(ctx: Context) -> Any:
     parts = ctx.split_prod(tx[1], [groups, c // groups])
     if parts is not None:
         ctx.g.add_role(parts[0], "norm groups")
+        ctx.g.add_role(parts[1], "within a norm group")
     for name in ("weight", "bias"):
         p = ctx[name]
         if ctx.is_tensor(p):

@@ -40,11 +40,15 @@ class Member:
     strides: tuple[int, ...]
     group_dim: int
     offset: int = 0
+    index_dim: int | None = None
 
     @property
     def structure(self) -> str:
         """A human label: plain, block-expanded, sliced or factored."""
         n = self.sizes[self.group_dim]
+        if self.index_dim is not None:
+            return f"within each of {self.sizes[self.index_dim]} blocks, factor {self.group_dim} of " + "x".join(
+                map(str, self.sizes))
         if len(self.sizes) == 1 and self.offset == 0 and n == self.axis_size:
             return "plain"
         if (
@@ -64,7 +68,12 @@ class Member:
 
 @dataclass(frozen=True)
 class Group:
-    """Units that share one permutation. ``blocked`` holds the reason they may not move."""
+    """Units that share one permutation. ``blocked`` holds the reason they may not move.
+
+    ``indexed_by`` names an outer group (attention heads, GroupNorm groups) whose every
+    unit owns its own permutation of this group's units: the group's permutation is then a
+    ``(indexed_by.size, size)`` tensor, row ``i`` acting inside block ``i`` (after the outer
+    group has moved the blocks)."""
 
     name: str
     size: int
@@ -72,6 +81,7 @@ class Group:
     blocked: str | None = None
     structure: str = "plain"
     origin: str = ""
+    indexed_by: str | None = None
 
     @property
     def is_free(self) -> bool:
@@ -156,6 +166,7 @@ class PermSpec:
                     strides=tuple(m["strides"]),
                     group_dim=m["group_dim"],
                     offset=m.get("offset", 0),
+                    index_dim=m.get("index_dim"),
                 )
                 for m in g["members"]
             )
@@ -167,6 +178,7 @@ class PermSpec:
                     blocked=g.get("blocked"),
                     structure=g.get("structure", "plain"),
                     origin=g.get("origin", ""),
+                    indexed_by=g.get("indexed_by"),
                 )
             )
         return cls(

@@ -13,6 +13,7 @@ statistics, no all-zero or constant tensor left.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class VerifyReport:
     permuted_params: list[str] = field(default_factory=list)
     free_groups: int = 0
     trials: int = 1
+    control_diff: float | None = None
 
     def __str__(self) -> str:
         status = "OK" if self.ok else "FAILED"
@@ -102,13 +104,18 @@ def verify(
     trials: int = 1,
     randomize: bool = True,
     rtol: float = 1e-6,
+    control: bool = False,
 ) -> VerifyReport:
     """Apply independent random permutations to every free group and compare outputs in
     float64. ``ok`` when the largest change is within ``rtol`` of the largest output.
 
     A correct spec moves pure-float64 outputs by about 1e-15 of their size and a wrong one
     by 1e-3 or more; the default ``rtol`` leaves room for models that compute some layers
-    in float32 internally (Hugging Face RMSNorm upcasts do), which costs about 1e-7."""
+    in float32 internally (Hugging Face RMSNorm upcasts do), which costs about 1e-7.
+
+    ``control=True`` also runs a negative control: the first free group's permutation is
+    applied to its first tensor only, breaking the tie; ``control_diff`` is how far that
+    moves the outputs (it should be far above the tolerance, or the check proves little)."""
     if not isinstance(example_args, tuple):
         example_args = (example_args,)
     gen = torch.Generator().manual_seed(seed)
@@ -127,7 +134,7 @@ def verify(
     permuted = copy.deepcopy(reference)
     worst, changed = 0.0, set()
     for _ in range(trials):
-        perm = random_permutation(spec, gen)
+        perm = _moving_permutation(spec, gen)
         new_state = apply(spec, perm, state)
         changed |= {k for k in new_state if not torch.equal(new_state[k], state[k])}
         permuted.load_state_dict(new_state)
@@ -138,6 +145,9 @@ def verify(
             worst = max(worst, float((a - b).abs().max()) if a.numel() else 0.0)
     scale = max((float(a.abs().max()) for a in y0 if a.numel()), default=0.0)
     ok = worst <= rtol * max(scale, 1e-12) + 1e-12
+    control_diff = None
+    if control and spec.free_groups:
+        control_diff = _control(spec, reference, permuted, state, args, kwargs, y0, gen)
     return VerifyReport(
         ok=ok,
         max_abs_diff=worst,
@@ -145,4 +155,32 @@ def verify(
         permuted_params=sorted(changed),
         free_groups=len(spec.free_groups),
         trials=trials,
+        control_diff=control_diff,
     )
+
+
+def _moving_permutation(spec: PermSpec, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random permutation in which no group (or block) is left as the identity: with small
+    groups a uniform draw often is, and proves nothing about that group."""
+    perm = random_permutation(spec, gen)
+    for p in perm.values():
+        ident = torch.arange(p.shape[-1])
+        still = (p == ident).all(dim=-1)
+        if bool(still.any()):
+            p[still] = torch.roll(ident, 1)
+    return perm
+
+
+def _control(spec, reference, permuted, state, args, kwargs, y0, gen) -> float:
+    group = spec.free_groups[0]
+    key = group.members[0].param
+    broken = dataclasses.replace(
+        spec, groups=tuple(dataclasses.replace(group, members=tuple(m for m in group.members if m.param == key))
+                           if g.name == group.name else g for g in spec.groups)
+    )
+    perm = {group.name: _moving_permutation(spec, gen)[group.name]}
+    new_state = dict(state)
+    new_state.update({k: v for k, v in apply(broken, perm, state).items() if k == key})
+    permuted.load_state_dict(new_state)
+    y1 = _tensors(permuted(*args, **kwargs))
+    return max((float((a - b).abs().max()) for a, b in zip(y0, y1) if a.numel()), default=0.0)

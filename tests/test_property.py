@@ -90,14 +90,17 @@ class RandomAttention(nn.Module):
         return self.out(x.mean(1))
 
 
-def _check(model: nn.Module, x: torch.Tensor) -> permgraph.PermSpec:
-    spec = permgraph.infer(model, (x,))
-    report = permgraph.verify(model, spec, (x,), rtol=1e-9)
+def _check(model: nn.Module, x: torch.Tensor, per_block: bool = False) -> permgraph.PermSpec:
+    spec = permgraph.infer(model, (x,), per_block=per_block)
+    report = permgraph.verify(model, spec, (x,), rtol=1e-9, control=True)
     assert report.ok, f"{report}\n{spec}"
+    if spec.free_groups:  # the check is sensitive: breaking one tie moves the outputs
+        assert report.control_diff > 1e-6 * report.max_abs_output, report
     return spec
 
 
-SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI sees the same examples on every run, so a failure reproduces
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -110,7 +113,7 @@ SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[Healt
 def test_random_mlps_verify(widths, act, residual, norm):
     torch.manual_seed(0)
     model = RandomMLP([4, *widths, 3], act, residual, norm)
-    spec = _check(model, torch.randn(3, 4))
+    spec = _check(model, torch.randn(16, 4))
     assert len(spec.free_groups) >= 1
 
 
@@ -121,11 +124,12 @@ def test_random_mlps_verify(widths, act, residual, norm):
     residual=st.booleans(),
     norm=st.sampled_from([None, "bn", "gn"]),
     pool=st.sampled_from(["gap", "flatten"]),
+    per_block=st.booleans(),
 )
-def test_random_convnets_verify(channels, groups, residual, norm, pool):
+def test_random_convnets_verify(channels, groups, residual, norm, pool, per_block):
     torch.manual_seed(0)
     model = RandomConvNet([3, *channels], groups, residual, norm, pool)
-    spec = _check(model, torch.randn(2, 3, 8, 8))
+    spec = _check(model, torch.randn(2, 3, 8, 8), per_block)
     assert len(spec.free_groups) >= 1
 
 
@@ -136,10 +140,13 @@ def test_random_convnets_verify(channels, groups, residual, norm, pool):
     fused=st.booleans(),
     causal=st.booleans(),
     depth=st.integers(1, 2),
+    per_block=st.booleans(),
 )
-def test_random_attention_verify(heads, head_dim, fused, causal, depth):
+def test_random_attention_verify(heads, head_dim, fused, causal, depth, per_block):
     torch.manual_seed(0)
     model = RandomAttention(heads * head_dim, heads, fused, causal, depth)
-    spec = _check(model, torch.randn(2, 5, 5))
+    spec = _check(model, torch.randn(2, 5, 5), per_block)
+    if per_block and heads > 1 and head_dim > 1 and not fused:
+        assert any(g.indexed_by for g in spec.free_groups), spec
     if heads > 1:
         assert any("heads" in g.structure for g in spec.free_groups), spec

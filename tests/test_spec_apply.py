@@ -105,3 +105,25 @@ def test_apply_refuses_bad_permutations():
         permgraph.apply(spec, {name: torch.arange(5)}, mlp().state_dict())
     with pytest.raises(KeyError, match="not free groups"):
         permgraph.apply(spec, {"nope": torch.arange(5)}, mlp().state_dict())
+
+
+def test_per_block_groups_round_trip_invert_and_compose():
+    from zoo.models import build, example_inputs
+
+    torch.manual_seed(0)
+    model = build("zoo:vit_tiny")
+    spec = permgraph.infer(model, example_inputs("zoo:vit_tiny"), per_block=True)
+    inner = [g for g in spec.free_groups if g.indexed_by]
+    assert {g.structure.split(",")[0] for g in inner} == {"query/key dims", "value dims"}
+    assert PermSpec.from_json(spec.to_json()) == spec
+    gen = torch.Generator().manual_seed(0)
+    p, q = permgraph.random_permutation(spec, gen), permgraph.random_permutation(spec, gen)
+    assert p[inner[0].name].shape == (4, 16)
+    state = model.state_dict()
+    back = permgraph.apply(spec, permgraph.invert(p, spec), permgraph.apply(spec, p, state))
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    two = permgraph.apply(spec, q, permgraph.apply(spec, p, state))
+    one = permgraph.apply(spec, permgraph.compose(q, p, spec), state)
+    assert all(torch.equal(two[k], one[k]) for k in state)
+    with pytest.raises(ValueError, match="needs the spec"):
+        permgraph.invert(p)

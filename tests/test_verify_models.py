@@ -58,6 +58,19 @@ def test_zoo_models_verify(model_id):
     check(build(model_id), example_inputs(model_id), contract=ZOO_CONTRACTS[model_id])
 
 
+@pytest.mark.parametrize("model_id", ["zoo:vit_tiny", "zoo:gpt_tiny"])
+def test_per_head_inner_permutations_verify(model_id):
+    torch.manual_seed(0)
+    model, args = build(model_id), example_inputs(model_id)
+    spec = permgraph.infer(model, args, per_block=True)
+    report = permgraph.verify(model, spec, args, trials=2, control=True)
+    assert report.ok, report
+    assert report.control_diff > 1e-6 * report.max_abs_output
+    indexed = [g for g in spec.free_groups if g.indexed_by]
+    assert len(indexed) == 4  # q/k dims and v dims of 2 blocks, each per head
+    assert all("heads" in spec.group(g.indexed_by).structure for g in indexed)
+
+
 @pytest.mark.parametrize("name", list(TORCHVISION_CONTRACTS))
 def test_torchvision_models_verify(name):
     size, groups, permuted = TORCHVISION_CONTRACTS[name]
