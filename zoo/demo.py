@@ -70,8 +70,12 @@ def run_demo(args: argparse.Namespace) -> dict:
     tag = f"mlp2_w{args.width}_e{args.epochs}" + (f"_n{args.subset}" if args.subset else "")
     if args.data != "mnist":
         tag = f"{args.data}_{tag}"
-    source = ensure_run(ctx, out / f"{tag}_s101", model, data, seed=101, what="source (seed 101)", **train_kw)
-    target = ensure_run(ctx, out / f"{tag}_s102", model, data, seed=102, what="target (seed 102)", **train_kw)
+    source = ensure_run(
+        ctx, model, data, seed=101, what="source (seed 101)", out=out / f"{tag}_s101", **train_kw
+    )
+    target = ensure_run(
+        ctx, model, data, seed=102, what="target (seed 102)", out=out / f"{tag}_s102", **train_kw
+    )
     settings = dict(T=args.T, schedule=args.schedule, linear=True, grad_batches=args.grad_batches, seed=0)
     res = transfer_methods(ctx, METHODS, source, target, data, out / f"transfer_{tag}", **settings)
     results = {

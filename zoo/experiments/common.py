@@ -41,6 +41,7 @@ __all__ = [
     "get_data",
     "model_for",
     "ensure_run",
+    "run_folder",
     "transfer_methods",
     "train_from",
     "write_json",
@@ -106,6 +107,7 @@ class Context:
     config: dict[str, Any]
     runs: Path
     docs: Path
+    pool: Path = Path("runs/experiments/_runs")
     tiny: bool = False
     progress: bool = True
     command: str = ""
@@ -185,41 +187,71 @@ def model_for(model: str, data: DataSplits) -> str:
     elif name == "vit_tiny" and len(shape) == 3:
         over.update(in_channels=shape[0], image_size=shape[1], num_classes=data.num_classes)
     defaults = _defaults(source, name)
-    over = {k: v for k, v in over.items() if k not in kwargs and defaults.get(k) != v}
-    return canonical_id(model, **over)
+    kwargs.update({k: v for k, v in over.items() if k not in kwargs})
+    kept = {k: v for k, v in kwargs.items() if k not in defaults or defaults[k] != v or isinstance(v, bool)}
+    return canonical_id(f"{source}:{name}", **kept)
 
 
 def _defaults(source: str, name: str) -> dict[str, Any]:
-    """A zoo factory's default arguments: ids keep only what differs, so the same model has one id
-    (and a run trained elsewhere with ``zoo train --model mlp2`` is recognised as the same run)."""
+    """A factory's default arguments: ids keep only what differs from them, so one model has one id
+    (and a run recorded by ``zoo train --model mlp2`` is recognised as the same run as width=4096)."""
+    import importlib
     import inspect
 
     from zoo.models import ZOO
 
-    if source != "zoo" or name not in ZOO:
+    if source == "zoo":
+        factory = ZOO.get(name)
+    elif source in ("torchvision", "timm", "hf"):
+        factory = None
+    else:
+        factory = getattr(importlib.import_module(source), name, None)
+    if factory is None:
         return {}
-    params = inspect.signature(ZOO[name]).parameters.values()
+    params = inspect.signature(factory).parameters.values()
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 # ---------------------------------------------------------------------------------- runs
 
 
+def _key(*parts: Any) -> str:
+    """A short stable hash of settings: folder names that change whenever a setting does."""
+    import hashlib
+
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def run_folder(ctx: Context, model: str, data: DataSplits, seed: int, train_kw: Mapping[str, Any]) -> Path:
+    """Where the run of (model, data, recipe, seed) lives in the shared pool ``runs/experiments/_runs``:
+    every experiment that asks for the same run gets the same folder, so it is trained once."""
+    _, name, _ = parse_model_id(model)
+    slug = "".join(c if c.isalnum() else "-" for c in data.name).strip("-")
+    return ctx.pool / f"{name}_{slug}_{_key(model, data.name, dict(train_kw))}_s{seed}"
+
+
 def ensure_run(
-    ctx: Context, out: Path, model: str, data: DataSplits, *, seed: int, what: str = "", **train_kw: Any
+    ctx: Context,
+    model: str,
+    data: DataSplits,
+    *,
+    seed: int,
+    what: str = "",
+    out: Path | None = None,
+    **train_kw: Any,
 ) -> Trajectory:
-    """A complete training run in ``out``: reused when it is there, resumed when it was interrupted,
-    trained otherwise (``zoo.train.train``)."""
+    """A complete training run (``zoo.train.train``): reused when it is there, resumed when it was
+    interrupted, trained otherwise. ``out`` defaults to the run's folder in the shared pool."""
+    out = out if out is not None else run_folder(ctx, model, data, seed, train_kw)
     t0 = time.perf_counter()
     done = (out / "manifest.json").exists() and Trajectory(out).complete
     if not done:
-        ctx.say(f"training {what or out.name}: {model} on {data.name}, seed {seed}, {train_kw}")
+        ctx.say(f"training {what or out.name}: {model} on {data.name}, seed {seed}, {train_kw} -> {out}")
     traj = train(model, data, seed=seed, out=out, progress=ctx.progress and not done, **train_kw)
     acc = traj.metrics("val_acc")[-1]
-    ctx.say(
-        f"{'reused' if done else 'trained'} {what or out.name}: val acc {pct(acc)} "
-        f"({time.perf_counter() - t0:.0f} s)"
-    )
+    verb = "reused" if done else "trained"
+    ctx.say(f"{verb} {what or out.name}: val acc {pct(acc)} ({time.perf_counter() - t0:.0f} s)")
     return traj
 
 
@@ -229,15 +261,21 @@ def transfer_methods(
     source: Trajectory,
     target: Trajectory | None,
     data: DataSplits,
-    out: Path,
+    out: Path | None = None,
     *,
     target_init: Any = None,
     **kw: Any,
 ) -> dict[str, dict]:
     """``run_transfer`` for each method into ``out`` (resumable; a finished method is read back
     from ``out/results.json`` without recomputing). ``target`` is the real target run: its init is
-    the target init unless ``target_init`` is given, and it is Oracle's reference."""
+    the target init unless ``target_init`` is given, and it is Oracle's reference. ``out`` defaults
+    to a folder of the shared pool named after the inputs, so experiments share transfers too;
+    each method's transferred trajectory is ``out/<method>/``."""
     results: dict[str, dict] = {}
+    if out is None:
+        init_key = str(target_init.path) if isinstance(target_init, Trajectory) else target_init
+        target_key = str(target.path) if target else None
+        out = ctx.pool / f"transfer_{_key(str(source.path), target_key, init_key, data.name, kw)}"
     existing = _read_json(out / "results.json")
     init = target_init if target_init is not None else target
     for m in methods:

@@ -50,7 +50,6 @@ def run(ctx: Context) -> dict[str, Any]:
     train_kw = dict(cfg["train"])
     tcfg = dict(cfg["transfer"])
     methods = cfg.get("methods", list(METHODS))
-    tag = cfg.get("tag", "mlp2")
     out: dict[str, Any] = {
         "experiment": ctx.name, "command": ctx.command, "model": model, "data": data.name,
         "train": train_kw, "transfer": tcfg, "pairs": [], "schedules": {}, "val_size": len(data.val[1]),
@@ -58,17 +57,12 @@ def run(ctx: Context) -> dict[str, Any]:
     per_sched: dict[str, list[dict]] = {s: [] for s in cfg["schedules"]}
     trained: list[list[float]] = []
     for s1, s2 in cfg["seeds"]:
-        src = ensure_run(
-            ctx, ctx.runs / f"{tag}_s{s1}", model, data, seed=s1, what=f"source {s1}", **train_kw
-        )
-        tgt = ensure_run(
-            ctx, ctx.runs / f"{tag}_s{s2}", model, data, seed=s2, what=f"target {s2}", **train_kw
-        )
+        src = ensure_run(ctx, model, data, seed=s1, what=f"source {s1}", **train_kw)
+        tgt = ensure_run(ctx, model, data, seed=s2, what=f"target {s2}", **train_kw)
         trained.append(src.metrics("val_acc"))
         pair: dict[str, Any] = {"source": str(src.path), "target": str(tgt.path), "schedules": {}}
         for sched in cfg["schedules"]:
-            folder = ctx.runs / f"transfer_{s1}_{s2}_{sched}_g{tcfg.get('grad_batches', 20)}"
-            res = transfer_methods(ctx, methods, src, tgt, data, folder, schedule=sched, **tcfg)
+            res = transfer_methods(ctx, methods, src, tgt, data, schedule=sched, **tcfg)
             pair["schedules"][sched] = res
             per_sched[sched].append(res)
         pair["source_val_acc_per_epoch"] = src.metrics("val_acc")
