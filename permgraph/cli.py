@@ -57,7 +57,8 @@ def _load(model_id: str, input_shape: str | None, seed: int) -> tuple[torch.nn.M
 def _inspect(args: argparse.Namespace) -> int:
     model, ex_args, ex_kwargs = _load(args.model, args.input_shape, args.seed)
     t0 = time.perf_counter()
-    spec, analysis = permgraph.infer(model, ex_args, ex_kwargs, name=args.model, return_analysis=True)
+    spec, analysis = permgraph.infer(model, ex_args, ex_kwargs, name=args.model, return_analysis=True,
+                                     per_block=args.per_block)
     seconds = time.perf_counter() - t0
     if args.format == "table":
         print(spec_table(spec, show_blocked=args.blocked))
@@ -95,10 +96,12 @@ def _write(path: str, text: str) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     model, ex_args, ex_kwargs = _load(args.model, args.input_shape, args.seed)
-    spec = permgraph.infer(model, ex_args, ex_kwargs, name=args.model)
-    report = permgraph.verify(model, spec, ex_args, ex_kwargs, seed=args.seed, trials=args.trials)
+    spec = permgraph.infer(model, ex_args, ex_kwargs, name=args.model, per_block=args.per_block)
+    report = permgraph.verify(model, spec, ex_args, ex_kwargs, seed=args.seed, trials=args.trials, control=True)
     print(spec.summary())
     print(report)
+    if report.control_diff is not None:
+        print(f"negative control (one tie broken): max |Δoutput| = {report.control_diff:.3g}")
     return 0 if report.ok else 1
 
 
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("model", help="model id, e.g. torchvision:resnet18 or zoo:conv8?width=0.25")
     common.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224 (default: the model's own)")
     common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--per-block", action="store_true",
+                        help="let dims within each attention head / GroupNorm group permute independently")
     p = sub.add_parser("inspect", parents=[common], help="list the permutation groups")
     p.add_argument("--format", choices=["table", "json", "dot", "png"], default="table")
     p.add_argument("--out", help="file to write (json / dot / png)")
