@@ -76,6 +76,14 @@ class Matcher:
     def __init__(self, spec: PermSpec):
         self.spec = spec
         self.groups: dict[str, Group] = {g.name: g for g in spec.free_groups}
+        # groups whose permutation is per block of an outer group: (blocks, size) tensors
+        self._blocks: dict[str, int] = {
+            g.name: self.groups[g.indexed_by].size for g in spec.free_groups if g.indexed_by in self.groups
+        }
+        self._dependents: dict[str, set[str]] = {}
+        for g in spec.free_groups:
+            if g.name in self._blocks:
+                self._dependents.setdefault(g.indexed_by, set()).add(g.name)
         self._members: dict[str, list[tuple[Group, Member]]] = {}
         for g in spec.free_groups:
             for m in g.members:
@@ -83,7 +91,7 @@ class Matcher:
         self._local: dict[str, str] = {}  # key -> the one group acting on it
         self._coupled: list[str] = []  # a list, not a set: summation order must not vary by process
         for key, entries in self._members.items():
-            if len({(g.name, m.axis) for g, m in entries}) == 1:
+            if len({(g.name, m.axis) for g, m in entries}) == 1 and entries[0][0].name not in self._blocks:
                 self._local[key] = entries[0][0].name
             else:
                 self._coupled.append(key)
@@ -184,8 +192,14 @@ class Matcher:
         return self._stacked[key]
 
     def _cost(self, name: str, perm: Permutation) -> torch.Tensor:
-        """A[i, j] = sum_pairs w <target rows i, source rows j with every other permutation applied>."""
+        """A[i, j] = sum_pairs w <target rows i, source rows j with every other permutation applied>.
+
+        For a per-block group the result is ``(blocks, n, n)``, one matrix per block of the
+        (already applied) outer permutation. For an outer group, the per-block permutations of
+        its dependents are taken off the target instead of put on the source: they belong to
+        block *slots*, which the outer permutation being solved fills."""
         group = self.groups[name]
+        dependents = self._dependents.get(name, set())
         a = self._fixed.get(name)
         a = a.clone() if a is not None else None
         for key in self._coupled:
@@ -196,19 +210,29 @@ class Matcher:
                 if g.name != name:
                     continue
                 ms = _shifted(m)
-                rk = (key, m)
-                if rk not in self._target_rows:
-                    self._target_rows[rk] = group_rows(t_stack, ms)
+                on_target = [
+                    (hm, torch.argsort(perm[h.name], dim=-1))
+                    for h, hm in self._members[key]
+                    if h.name in dependents and h.name in perm
+                ]
+                if on_target:
+                    t_rows = group_rows(_permute(t_stack, on_target, shift=1), ms)
+                else:
+                    rk = (key, m)
+                    if rk not in self._target_rows:
+                        self._target_rows[rk] = group_rows(t_stack, ms)
+                    t_rows = self._target_rows[rk]
                 others = [
                     (hm, perm[h.name])
                     for h, hm in self._members[key]
-                    if not (h.name == name and hm.axis == m.axis) and h.name in perm
+                    if not (h.name == name and hm.axis == m.axis) and h.name in perm and h.name not in dependents
                 ]
                 s_perm = _permute(s_stack, others, shift=1)
-                prod = self._target_rows[rk] @ group_rows(s_perm, ms).T
+                prod = t_rows @ group_rows(s_perm, ms).transpose(-1, -2)
                 a = prod if a is None else a + prod
         if a is None:
-            return torch.zeros(group.size, group.size, dtype=torch.float64)
+            shape = (group.size, group.size) if name not in self._blocks else (self._blocks[name], group.size, group.size)
+            return torch.zeros(*shape, dtype=torch.float64)
         return a
 
     def _sorted_cost(self, name: str) -> torch.Tensor:
@@ -224,13 +248,15 @@ class Matcher:
                 if g.name != name:
                     continue
                 ms = _shifted(m)
-                n = g.size
-                tr = group_rows(t_stack, ms).reshape(n, k, -1).sort(dim=-1).values.reshape(n, -1)
-                sr = group_rows(s_stack, ms).reshape(n, k, -1).sort(dim=-1).values.reshape(n, -1)
-                prod = tr @ sr.T
+                lead = group_rows(t_stack, ms).shape[:-1]
+                tr = group_rows(t_stack, ms).reshape(*lead, k, -1).sort(dim=-1).values.reshape(*lead, -1)
+                sr = group_rows(s_stack, ms).reshape(*lead, k, -1).sort(dim=-1).values.reshape(*lead, -1)
+                prod = tr @ sr.transpose(-1, -2)
                 a = prod if a is None else a + prod
         if a is None:
-            return torch.zeros(self.groups[name].size, self.groups[name].size, dtype=torch.float64)
+            n = self.groups[name].size
+            shape = (n, n) if name not in self._blocks else (self._blocks[name], n, n)
+            return torch.zeros(*shape, dtype=torch.float64)
         return a
 
     def objective(self, perm: Permutation) -> float:
@@ -282,7 +308,7 @@ class Matcher:
         elif restarts:
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             for _ in range(restarts):
-                starts.append({n: torch.randperm(g.size, generator=gen) for n, g in self.groups.items()})
+                starts.append({n: self._random(n, gen) for n in self.groups})
         best: tuple[float, Permutation] | None = None
         for start in starts:
             perm = self._descend(self._initial(start), max_iter, tol, rng)
@@ -296,22 +322,33 @@ class Matcher:
         log.debug("solve: %s", self.stats)
         return best[1]
 
+    def _identity(self, name: str) -> torch.Tensor:
+        ident = torch.arange(self.groups[name].size)
+        return ident if name not in self._blocks else ident.repeat(self._blocks[name], 1)
+
+    def _random(self, name: str, gen: torch.Generator) -> torch.Tensor:
+        size = self.groups[name].size
+        if name not in self._blocks:
+            return torch.randperm(size, generator=gen)
+        return torch.stack([torch.randperm(size, generator=gen) for _ in range(self._blocks[name])])
+
     def _initial(self, init: InitArg) -> Permutation:
         if init is None:
-            return {n: torch.arange(g.size) for n, g in self.groups.items()}
+            return {n: self._identity(n) for n in self.groups}
         if isinstance(init, str):
             if init != "sorted":
                 raise ValueError(f"init must be None, 'sorted' or a permutation dict, not {init!r}")
             return {n: self._lsa(self._sorted_cost(n)) for n in self.groups}
-        perm = {n: torch.arange(g.size) for n, g in self.groups.items()}
+        perm = {n: self._identity(n) for n in self.groups}
         for n, p in init.items():
             if n not in self.groups:
                 raise KeyError(f"init names group {n!r}, which is not a free group of the spec")
             p = torch.as_tensor(p, dtype=torch.long).cpu()
-            if p.shape != (self.groups[n].size,):
-                raise ValueError(
-                    f"init for group {n!r} has shape {tuple(p.shape)}, expected ({self.groups[n].size},)"
-                )
+            expected = tuple(perm[n].shape)
+            if n in self._blocks and p.dim() == 1:
+                p = p.expand(*expected)
+            if tuple(p.shape) != expected:
+                raise ValueError(f"init for group {n!r} has shape {tuple(p.shape)}, expected {expected}")
             perm[n] = p.clone()
         return perm
 
@@ -333,10 +370,7 @@ class Matcher:
                 a = self._cost(name, perm)
                 self.stats.cost_seconds += time.perf_counter() - t0
                 new = self._lsa(a)
-                a64 = a.double()
-                idx = torch.arange(a.shape[0])
-                old_val = float(a64[idx, perm[name]].sum())
-                new_val = float(a64[idx, new].sum())
+                old_val, new_val = _score(a, perm[name]), _score(a, new)
                 if new_val - old_val > tol * max(abs(old_val), abs(new_val), 1e-300):
                     perm[name] = new
                     changes[name] += 1
@@ -346,6 +380,8 @@ class Matcher:
         return perm
 
     def _lsa(self, a: torch.Tensor) -> torch.Tensor:
+        if a.dim() == 3:  # a per-block group: one assignment per block
+            return torch.stack([self._lsa(block) for block in a])
         t0 = time.perf_counter()
         m = a.detach().cpu().double().numpy()
         if not np.isfinite(m).all():
@@ -358,6 +394,12 @@ class Matcher:
         self.stats.lsa_seconds += time.perf_counter() - t0
         assert (rows == np.arange(len(rows))).all()
         return torch.from_numpy(cols.astype(np.int64))
+
+
+def _score(a: torch.Tensor, p: torch.Tensor) -> float:
+    """sum_c a[c, p[c]] (per block and summed, for a (blocks, n, n) cost)."""
+    a64 = a.double()
+    return float(torch.gather(a64, -1, p.unsqueeze(-1)).sum())
 
 
 def _shifted(m: Member) -> Member:
@@ -377,7 +419,12 @@ def _permute(
         index = torch.arange(tensor.shape[axis])
         for m, p in pairs:
             pos = member_positions(m)
-            moved = pos.index_select(m.group_dim, p.cpu())
+            if m.index_dim is None:
+                moved = pos.index_select(m.group_dim, p.cpu())
+            else:
+                shape = [1] * pos.dim()
+                shape[m.index_dim], shape[m.group_dim] = p.shape
+                moved = torch.gather(pos, m.group_dim, p.cpu().reshape(shape).expand(pos.shape))
             new_index = index.clone()
             new_index[pos.reshape(-1)] = index[moved.reshape(-1)]
             index = new_index
