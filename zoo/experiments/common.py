@@ -297,6 +297,8 @@ def transfer_methods(
         )
         accs = " ".join(f"{100 * a:5.1f}" for a in results[m]["val_acc"])
         ctx.say(f"  {m:6s} val acc t=0..: {accs}  ({results[m]['seconds']:.0f} s)")
+    for m in results:
+        results[m] = {**results[m], "trajectory": str(out / m)}
     return results
 
 
