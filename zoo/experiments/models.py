@@ -13,7 +13,7 @@ import torch
 
 from zoo.models import MLP2
 
-__all__ = ["mlp2"]
+__all__ = ["mlp2", "conv8"]
 
 
 def mlp2(width: int = 4096, in_features: int = 784, num_classes: int = 10, init_scale: float = 1.0) -> MLP2:
@@ -23,4 +23,25 @@ def mlp2(width: int = 4096, in_features: int = 784, num_classes: int = 10, init_
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(float(init_scale))
+    return model
+
+
+def conv8(
+    width: float = 1.0, num_classes: int = 10, in_channels: int = 3, init: str = "default"
+) -> torch.nn.Module:
+    """The zoo's Conv8 with ``init="he"``: He (Kaiming-normal, fan-in, ReLU gain) weights and zero
+    biases instead of PyTorch's default. Why: PyTorch's default init shrinks the signal ~6x in
+    variance per layer, so the plain 8-layer Conv8 sits at chance (loss log 10) for thousands of
+    steps before it learns (the paper's CIFAR-10 scratch run is at 13.5 % after a whole epoch); on a
+    CPU budget of a few epochs it never leaves that plateau. ``init="default"`` is ``zoo:conv8``."""
+    from zoo.models import Conv8
+
+    model = Conv8(width=width, num_classes=num_classes, in_channels=in_channels)
+    if init == "he":
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                torch.nn.init.zeros_(m.bias)
+    elif init != "default":
+        raise ValueError(f"init must be 'default' or 'he', got {init!r}")
     return model
