@@ -37,6 +37,7 @@ __all__ = [
     "CONFIG_DIR",
     "Context",
     "load_config",
+    "setting_from",
     "deep_merge",
     "get_data",
     "model_for",
@@ -94,6 +95,21 @@ def load_config(name: str, path: str | os.PathLike | None = None, tiny: bool = F
     cfg = _read_config_file(Path(path) if path is not None else CONFIG_DIR / f"{name}.toml")
     small = cfg.pop("tiny", {})
     return deep_merge(cfg, small) if tiny else cfg
+
+
+def setting_from(name: str, tiny: bool = False, schedule: str | None = None) -> dict[str, Any]:
+    """Model, data, seeds, training and transfer settings of experiment ``name`` (its config file),
+    for experiments that build on another's runs: asking for the same settings finds the same
+    runs and transfers in the pool. ``schedule`` overrides the transfer schedule."""
+    cfg = load_config(name, tiny=tiny)
+    seeds = cfg["seeds"][0] if isinstance(cfg["seeds"][0], list) else cfg["seeds"]
+    transfer = dict(cfg["transfer"])
+    transfer["schedule"] = schedule or transfer.get("schedule") or cfg.get("schedules", ["uniform"])[0]
+    return {
+        "from": name, "model": cfg["model"], "data": cfg["data"], "subset": cfg.get("subset"),
+        "val_subset": cfg.get("val_subset"), "seeds": list(seeds), "train": dict(cfg["train"]),
+        "transfer": transfer, "finetune": dict(cfg.get("finetune", {})),
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- context

@@ -25,12 +25,12 @@ from zoo.experiments.common import (
     Context,
     ensure_run,
     get_data,
-    load_config,
     md_table,
     model_for,
     pct,
     pyplot,
     save_figure,
+    setting_from,
     transfer_methods,
     write_json,
     write_text,
@@ -38,22 +38,9 @@ from zoo.experiments.common import (
 from zoo.models import build, example_inputs
 from zoo.train import evaluate
 
-__all__ = ["run", "case_setting", "interpolate"]
+__all__ = ["run", "interpolate"]
 
 PATHS = ("permuted source ↔ transferred", "trained target ↔ transferred", "source (unpermuted) ↔ transferred")
-
-
-def case_setting(case: Mapping[str, Any], tiny: bool) -> dict[str, Any]:
-    """Model, data, seeds, training and transfer settings of the experiment a case names (its
-    config file), so the runs and transfers it made are found in the pool and reused."""
-    cfg = load_config(case["from"], tiny=tiny)
-    seeds = cfg["seeds"][0] if isinstance(cfg["seeds"][0], list) else cfg["seeds"]
-    schedule = case.get("schedule", cfg.get("transfer", {}).get("schedule", "uniform"))
-    transfer = {**cfg["transfer"], "schedule": schedule}
-    return {
-        "from": case["from"], "model": cfg["model"], "data": cfg["data"], "subset": cfg.get("subset"),
-        "val_subset": cfg.get("val_subset"), "seeds": seeds, "train": cfg["train"], "transfer": transfer,
-    }  # fmt: skip
 
 
 def interpolate(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float) -> dict:
@@ -67,7 +54,7 @@ def run(ctx: Context) -> dict[str, Any]:
     alphas = [i / (n - 1) for i in range(n)]
     cases_out = []
     for case in cfg["cases"]:
-        st = case_setting(case, ctx.tiny)
+        st = setting_from(case["from"], ctx.tiny, case.get("schedule"))
         data = get_data(st["data"], subset=st["subset"], val_subset=st["val_subset"])
         model = model_for(st["model"], data)
         s1, s2 = st["seeds"]
