@@ -202,6 +202,8 @@ def model_for(model: str, data: DataSplits) -> str:
         over["num_classes"] = data.num_classes
     elif name == "vit_tiny" and len(shape) == 3:
         over.update(in_channels=shape[0], image_size=shape[1], num_classes=data.num_classes)
+    elif name == "gpt_tiny" and len(shape) == 1:
+        over.update(vocab_size=data.num_classes, block_size=shape[0])
     defaults = _defaults(source, name)
     kwargs.update({k: v for k, v in over.items() if k not in kwargs})
     kept = {k: v for k, v in kwargs.items() if k not in defaults or defaults[k] != v or isinstance(v, bool)}
@@ -359,6 +361,7 @@ def train_from(
     schedule: str = "constant",
     batch_size: int = 128,
     seed: int = 0,
+    optimizer: str = "sgd",
     what: str = "",
 ) -> Trajectory:
     """SGD from a given state (``zoo.train`` always starts from a fresh seeded init), with the
@@ -372,6 +375,8 @@ def train_from(
         "weight_decay": weight_decay, "schedule": schedule, "batch_size": batch_size, "seed": seed,
         "init_sha": _state_sha(state),
     }  # fmt: skip
+    if optimizer != "sgd":
+        config["optimizer"] = optimizer
     if (out / "manifest.json").exists():
         traj = Trajectory(out)
         if traj.complete and traj.config == config:
@@ -382,7 +387,12 @@ def train_from(
     torch.manual_seed(seed)
     net = build(model)
     net.load_state_dict(state)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        raise ZooError(f"unknown optimizer {optimizer!r}; use sgd or adamw")
     x, y = data.train
     n = len(y)
     ipe = -(-n // batch_size)

@@ -14,12 +14,22 @@ from zoo.experiments.common import Context, ensure_run, get_data, model_for, wri
 from zoo.experiments.reference import PAPER_CONV8
 from zoo.experiments.scenario import finetune_table, save_pair_plot, transfer_table, transfer_then_finetune
 
-__all__ = ["run"]
+__all__ = ["run", "scenario"]
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    out = scenario(ctx)
+    write_json(ctx.out(".json"), out)
+    png = save_pair_plot(ctx, out, f"{out['model'].split('?')[0]} on {out['data']}")
+    write_text(ctx.out(".md"), _markdown(ctx, out, png))
+    return out
+
+
+def scenario(ctx: Context) -> dict[str, Any]:
+    """Train source and target from random inits, transfer, fine-tune; the numbers (no files)."""
     cfg = ctx.config
-    data = get_data(cfg["data"], subset=cfg.get("subset"), val_subset=cfg.get("val_subset"))
+    data = get_data(cfg["data"], subset=cfg.get("subset"), val_subset=cfg.get("val_subset"),
+                    **cfg.get("data_options", {}))  # fmt: skip
     model = model_for(cfg["model"], data)
     train_kw = dict(cfg["train"])
     s1, s2 = cfg["seeds"]
@@ -31,9 +41,6 @@ def run(ctx: Context) -> dict[str, Any]:
         "train": train_kw, "transfer_setting": cfg["transfer"], "seeds": [s1, s2],
         "train_size": len(data.train[1]), **result,
     }  # fmt: skip
-    write_json(ctx.out(".json"), out)
-    png = save_pair_plot(ctx, out, f"{model.split('?')[0]} on {data.name}")
-    write_text(ctx.out(".md"), _markdown(ctx, out, png))
     return out
 
 

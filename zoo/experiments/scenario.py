@@ -62,7 +62,6 @@ def transfer_then_finetune(
     ft_cfg = dict(cfg.get("finetune", {}))
     ft_methods = ft_cfg.pop("methods", [])
     recipe = deep_merge(dict(standard_recipe), ft_cfg)
-    recipe.pop("optimizer", None)
     recipe.pop("checkpoint_every", None)
     curves: dict[str, list[float]] = {standard_name: target.metrics("val_acc")}
     starts: dict[str, int] = {}
@@ -99,12 +98,16 @@ def reinit_head(state: Mapping[str, torch.Tensor], model: str, seed: int) -> dic
 # ---------------------------------------------------------------------------------- outputs
 
 
-def transfer_table(res: Mapping[str, Any], source_acc: float | None = None) -> str:
-    """Method × t table of validation accuracy (%)."""
+def transfer_table(res: Mapping[str, Any], source_acc: float | None = None, metric: str = "val_acc") -> str:
+    """Method × t table of validation accuracy (%) or, with ``metric="val_loss"``, loss."""
     T = max(len(r["val_acc"]) for r in res.values()) - 1
     step = max(1, T // 10)
     ts = sorted(set(range(0, T + 1, step)) | {T})
-    rows = [[LABEL.get(m, m), *[pct(r["val_acc"][t]) for t in ts], r["best_t"]] for m, r in res.items()]
+
+    def fmt(v: float) -> str:
+        return pct(v) if metric == "val_acc" else f"{v:.3f}"
+
+    rows = [[LABEL.get(m, m), *[fmt(r[metric][t]) for t in ts], r["best_t"]] for m, r in res.items()]
     text = md_table(["method", *[f"t={t}" for t in ts], "best t"], rows)
     if source_acc is not None:
         text += f"\n\nThe source's final validation accuracy: {pct(source_acc)} %."
