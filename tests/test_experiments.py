@@ -1,0 +1,134 @@
+"""Every experiment runs in its tiny configuration (``--tiny``: small widths, a few hundred samples or
+synthetic data, one epoch) and writes its results JSON, plots and markdown summary; experiments that
+build on another's runs find them in the shared pool instead of training again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.errors import ZooError
+from zoo.experiments import EXPERIMENTS
+from zoo.experiments.cli import main, parse_sets, run_experiment
+from zoo.experiments.common import deep_merge, load_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("experiments")
+
+
+def run_tiny(root: Path, name: str) -> dict:
+    out = run_experiment(name, tiny=True, runs=root / name, docs=root / "docs", progress=False)
+    written = json.loads((root / "docs" / f"{name}.json").read_text())
+    assert written["experiment"] == name
+    md = (root / "docs" / f"{name}.md").read_text()
+    assert md.startswith("# ") and f"python -m zoo.experiments {name} --tiny" in md
+    for png in (root / "docs").glob(f"{name}*.png"):
+        assert png.stat().st_size > 1000
+        assert png.name in md
+    assert list((root / "docs").glob(f"{name}*.png")), f"{name} wrote no plot"
+    return out
+
+
+def curve_ok(values: list[float]) -> bool:
+    return all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_every_experiment_has_a_config_with_a_tiny_table():
+    for name in EXPERIMENTS:
+        assert "tiny" in load_config(name, tiny=False) or load_config(name, tiny=True) is not None
+        assert load_config(name, tiny=True) != load_config(name), f"configs/{name}.toml has no [tiny] table"
+
+
+def test_fig5a(root):
+    out = run_tiny(root, "fig5a")
+    assert set(out["schedules"]["uniform"]) == {"gmt", "fgmt", "naive", "oracle"}
+    for curve in out["schedules"]["uniform"].values():
+        assert len(curve["mean"]) == 3 and curve_ok(curve["mean"])
+    md = (root / "docs" / "fig5a.md").read_text()
+    assert "official code" in md and "paper v2" in md
+
+
+def test_connectivity_reuses_fig5a_runs(root):
+    before = sorted(p.name for p in (root / "_runs").iterdir())
+    out = run_tiny(root, "connectivity")
+    assert sorted(p.name for p in (root / "_runs").iterdir()) == before  # nothing trained or transferred
+    paths = out["cases"][0]["methods"]["fgmt"]["paths"]
+    assert len(paths) == 3
+    for p in paths.values():
+        assert len(p["loss"]) == len(out["alphas"]) and curve_ok(p["acc"])
+    assert out["cases"][0]["methods"]["fgmt"]["perm_residual"] < 1e-5  # the recovered permutation is exact
+
+
+def test_trajectories(root):
+    out = run_tiny(root, "trajectories")
+    assert set(out["cases"][0]["variants"]) == {"linear, uniform", "linear, cosine", "actual"}
+    for res in out["cases"][0]["variants"].values():
+        assert set(res) == {"fgmt", "naive"}
+
+
+def test_fig5a_gap(root):
+    out = run_tiny(root, "fig5a_gap")
+    names = [v["name"] for v in out["variants"]]
+    assert names == ["base", "init x0.25", "1 gradient batch"]
+    assert all(v["init_to_change_ratio"] > 0 for v in out["variants"])
+    # a smaller init makes init/change smaller
+    assert out["variants"][1]["init_to_change_ratio"] < out["variants"][0]["init_to_change_ratio"]
+
+
+def test_conv8_transfer_then_finetune(root):
+    out = run_tiny(root, "conv8")
+    ft = out["finetune"]
+    assert set(ft["curves"]) == {"standard", "fgmt"}
+    assert len(ft["curves"]["fgmt"]) == len(ft["curves"]["standard"]) == 2
+    assert set(out["transfer"]) == {"fgmt", "naive"}
+
+
+def test_ensembles_reuse_conv8(root):
+    out = run_tiny(root, "ensembles")
+    for kind in ("full", "fgmt"):
+        s = out["stats"][kind]["val"]
+        assert len(s["members"]) == 2 and curve_ok(s["members"]) and 0 <= s["ensemble"] <= 1
+        assert len(s["by_size"]) == 2
+
+
+def test_pretrained(root):
+    out = run_tiny(root, "pretrained")
+    assert out["pretrain_data"].startswith("mnist[0,1,2,3,4]") and out["task_data"].startswith(
+        "mnist[5,6,7,8,9]"
+    )
+    assert set(out["finetune"]["curves"]) == {"standard", "fgmt"}
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "gpt_tiny"])
+def test_attention_models_transfer_through_head_groups(root, name):
+    out = run_tiny(root, name)
+    structures = {s for g in out["groups"] if not g["blocked"] for s in g["structures"]}
+    assert any(s.startswith("block-expanded") for s in structures)  # whole heads
+    assert any(s.startswith("factor 1 of") for s in structures)  # dims within a head
+    assert set(out["transfer"]) == {"fgmt", "naive"}
+
+
+def test_set_overrides_and_bad_names(capsys):
+    assert parse_sets(["train.epochs=3", 'only=["a b"]', "data=mnist"]) == {
+        "train": {"epochs": 3}, "only": ["a b"], "data": "mnist",
+    }  # fmt: skip
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}}
+    with pytest.raises(ZooError, match="unknown experiment"):
+        run_experiment("no-such-experiment")
+    assert main(["no-such-experiment"]) == 2
+    assert main(["fig5a", "--set", "novalue"]) == 2
+    assert main(["list"]) == 0
+    assert "fig5a" in capsys.readouterr().out
