@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--val-subset", type=int, default=None, help="validate on the first N samples only")
     p.add_argument("--out", default="runs/demo", help="where runs, transfers and results go")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: 1 on a busy machine, else torch's)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -130,11 +133,22 @@ def _print_table(results: dict, out: Path, seconds: float) -> None:
     print(f"wrote {out / 'results.json'} and {out / 'transfer.png'}  ({seconds:.0f} s)")
 
 
+def _auto_threads() -> int | None:
+    """1 when the machine is already busy: there, two threads per process fight the other jobs for
+    the cores and each step was 2-3x slower than with one (measured on the project's 2-core CPU)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+    return 1 if load >= (os.cpu_count() or 1) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or _auto_threads()
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
         results = run_demo(args)
