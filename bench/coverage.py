@@ -90,8 +90,10 @@ def measure(name: str, queue) -> None:
             infer_s=analysis.seconds["infer"],
             unknown_ops=analysis.unknown_ops,
         )
-        report = permgraph.verify(model, spec, args, kwargs)
-        row.update(ok=report.ok, rel_diff=report.max_abs_diff / max(report.max_abs_output, 1e-30))
+        report = permgraph.verify(model, spec, args, kwargs, control=True)
+        scale = max(report.max_abs_output, 1e-30)
+        row.update(ok=report.ok, rel_diff=report.max_abs_diff / scale,
+                   control=(report.control_diff or 0.0) / scale)
     except Exception as e:  # report and go on: one model must not stop the table
         row.update(error=f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
     queue.put(row)
@@ -128,7 +130,8 @@ def main() -> None:
         row = run_one(name, args.timeout)
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
-        status = row.get("error") or ("verify OK" if row.get("ok") else f"VERIFY FAILED rel {row.get('rel_diff'):.2e}")
+        status = row.get("error") or (("verify OK" if row.get("ok") else f"VERIFY FAILED rel {row.get('rel_diff'):.2e}")
+                                      + f" (control {row.get('control', 0):.1e})")
         print(f"{name:32s} groups {row.get('free_groups', '-'):>4} permuted {row.get('permuted', '-')}/"
               f"{row.get('tensors', '-')}  {status}  trace {row.get('trace_s', 0):.2f}s infer {row.get('infer_s', 0):.3f}s",
               flush=True)
@@ -146,20 +149,23 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/coverage.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         "2 cores, 1 torch thread per model). Input 1×3×64×64 (224 for ViT/Swin/MaxViT, 299 for Inception); "
         "HF models at tiny configs. verify: every free group permuted at random at once, float64, "
-        "trained-like random parameters and BN statistics; rel Δ = max|Δ output| / max|output|.",
+        "trained-like random parameters and BN statistics; rel Δ = max|Δ output| / max|output|. "
+        "control = the same with one tie broken on purpose (the first free group permuted in one tensor "
+        "only): it must be far above rel Δ, or verify would prove nothing.",
         "",
         f"**{summary}**",
         "",
-        "| model | free groups | permuted / tensors | verify | rel Δ | trace s | infer s | ops without a rule |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | free groups | permuted / tensors | verify | rel Δ | control | trace s | infer s | ops without a rule |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | – | – | error: {r['error']} | | | | |")
+            lines.append(f"| {r['model']} | – | – | error: {r['error']} | | | | | |")
             continue
         lines.append(
             f"| {r['model']} | {r['free_groups']} | {r['permuted']}/{r['tensors']} | "
-            f"{'ok' if r.get('ok') else 'FAILED'} | {r.get('rel_diff', float('nan')):.1e} | {r['trace_s']:.2f} | "
+            f"{'ok' if r.get('ok') else 'FAILED'} | {r.get('rel_diff', float('nan')):.1e} | "
+            f"{r.get('control', float('nan')):.1e} | {r['trace_s']:.2f} | "
             f"{r['infer_s']:.3f} | {', '.join(f'{k}×{v}' for k, v in r['unknown_ops'].items()) or ''} |"
         )
     out = ROOT / "docs" / "results" / "coverage.md"
