@@ -33,7 +33,9 @@ def conv8(
     biases instead of PyTorch's default. Why: PyTorch's default init shrinks the signal ~6x in
     variance per layer, so the plain 8-layer Conv8 sits at chance (loss log 10) for thousands of
     steps before it learns (the paper's CIFAR-10 scratch run is at 13.5 % after a whole epoch); on a
-    CPU budget of a few epochs it never leaves that plateau. ``init="default"`` is ``zoo:conv8``."""
+    CPU budget of a few epochs it never leaves that plateau. Without BatchNorm, He init needs a
+    smaller learning rate than the paper's 0.05 (0.01 trained every seed tried; 0.05 killed or
+    diverged 3 of 4). ``init="default"`` is ``zoo:conv8``."""
     from zoo.models import Conv8
 
     model = Conv8(width=width, num_classes=num_classes, in_channels=in_channels)
