@@ -54,8 +54,10 @@ def test_every_experiment_has_a_config_with_a_tiny_table():
 
 def test_fig5a(root):
     out = run_tiny(root, "fig5a")
-    assert set(out["schedules"]["uniform"]) == {"gmt", "fgmt", "naive", "oracle"}
-    for curve in out["schedules"]["uniform"].values():
+    assert list(out["variants"]) == ["uniform, 2 batches", "uniform, 1 batch"]
+    curves = out["variants"]["uniform, 2 batches"]["curves"]
+    assert set(curves) == {"gmt", "fgmt", "naive", "oracle"}
+    for curve in curves.values():
         assert len(curve["mean"]) == 3 and curve_ok(curve["mean"])
     md = (root / "docs" / "fig5a.md").read_text()
     assert "official code" in md and "paper v2" in md

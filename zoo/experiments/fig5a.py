@@ -52,29 +52,32 @@ def run(ctx: Context) -> dict[str, Any]:
     methods = cfg.get("methods", list(METHODS))
     out: dict[str, Any] = {
         "experiment": ctx.name, "command": ctx.command, "model": model, "data": data.name,
-        "train": train_kw, "transfer": tcfg, "pairs": [], "schedules": {}, "val_size": len(data.val[1]),
+        "train": train_kw, "transfer": tcfg, "pairs": [], "variants": {}, "val_size": len(data.val[1]),
     }  # fmt: skip
-    per_sched: dict[str, list[dict]] = {s: [] for s in cfg["schedules"]}
+    variants = cfg.get("variants") or [{"schedule": sc} for sc in cfg["schedules"]]
+    labels = [_label(v, tcfg) for v in variants]
+    per_var: dict[str, list[dict]] = {lb: [] for lb in labels}
     trained: list[list[float]] = []
     for s1, s2 in cfg["seeds"]:
         src = ensure_run(ctx, model, data, seed=s1, what=f"source {s1}", **train_kw)
         tgt = ensure_run(ctx, model, data, seed=s2, what=f"target {s2}", **train_kw)
         trained.append(src.metrics("val_acc"))
-        pair: dict[str, Any] = {"source": str(src.path), "target": str(tgt.path), "schedules": {}}
-        for sched in cfg["schedules"]:
-            res = transfer_methods(ctx, methods, src, tgt, data, schedule=sched, **tcfg)
-            pair["schedules"][sched] = res
-            per_sched[sched].append(res)
+        pair: dict[str, Any] = {"source": str(src.path), "target": str(tgt.path), "variants": {}}
+        for lb, v in zip(labels, variants):
+            res = transfer_methods(ctx, methods, src, tgt, data, **{**tcfg, **v})
+            pair["variants"][lb] = {m: {k: r[k] for k in ("val_acc", "val_loss", "best_t", "seconds")}
+                                    for m, r in res.items()}  # fmt: skip
+            per_var[lb].append(res)
         pair["source_val_acc_per_epoch"] = src.metrics("val_acc")
         pair["target_val_acc_per_epoch"] = tgt.metrics("val_acc")
         out["pairs"].append(pair)
-    for sched, runs in per_sched.items():
-        out["schedules"][sched] = mean_curves(runs)
+    for lb, v in zip(labels, variants):
+        out["variants"][lb] = {"setting": {**tcfg, **v}, "curves": mean_curves(per_var[lb])}
     epochs_curve = [statistics.fmean(c) for c in zip(*trained)]
     out["trained_val_acc_per_epoch"] = epochs_curve
     write_json(ctx.out(".json"), out)
-    for sched in per_sched:
-        _plot(ctx, out, sched)
+    for lb in labels:
+        _plot(ctx, out, lb)
     write_text(ctx.out(".md"), _markdown(ctx, out))
     return out
 
@@ -120,9 +123,14 @@ def _markdown(ctx: Context, out: dict[str, Any]) -> str:
         "validation split (the paper's 9:1 split, seed 777).",
         "",
     ]
-    for sched, ours in out["schedules"].items():
-        rows, margins = comparison_rows(ours, sched, T)
-        lines += [f"## {sched.capitalize()} schedule", ""]
+    for lb, var in out["variants"].items():
+        sched = var["setting"]["schedule"]
+        rows, margins = comparison_rows(var["curves"], sched, T)
+        gb = var["setting"].get("grad_batches", 20)
+        lines += [
+            f"## {sched.capitalize()} schedule, {gb} minibatch{'es' if gb > 1 else ''} per gradient",
+            "",
+        ]
         lines.append(md_table(["method", "numbers", *[f"t={t}" for t in range(1, T + 1)]], rows))
         lines.append("")
         if margins:
@@ -133,7 +141,7 @@ def _markdown(ctx: Context, out: dict[str, Any]) -> str:
                 + ("**at least as good at every t**." if ok else "**below the official code at some t**.")
             )
             lines.append("")
-        lines.append(f"![{sched}]({ctx.name}_{sched}.png)")
+        lines.append(f"![{lb}]({ctx.name}_{_slug(lb)}.png)")
         lines.append("")
     trained = out["trained_val_acc_per_epoch"]
     ref_rows = [
@@ -152,9 +160,19 @@ def _markdown(ctx: Context, out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot(ctx: Context, out: dict[str, Any], sched: str) -> None:
+def _label(variant: dict[str, Any], tcfg: dict[str, Any]) -> str:
+    gb = variant.get("grad_batches", tcfg.get("grad_batches", 20))
+    return f"{variant['schedule']}, {gb} batch{'es' if gb != 1 else ''}"
+
+
+def _slug(label: str) -> str:
+    return label.replace(", ", "_").replace(" batches", "b").replace(" batch", "b")
+
+
+def _plot(ctx: Context, out: dict[str, Any], label: str) -> None:
     plt = pyplot()
-    ours = out["schedules"][sched]
+    ours = out["variants"][label]["curves"]
+    sched = out["variants"][label]["setting"]["schedule"]
     official = OFFICIAL_FIG5A.get(("relu", sched), {})
     colors = {"gmt": "C0", "fgmt": "C1", "naive": "C2", "oracle": "C3"}
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -181,6 +199,6 @@ def _plot(ctx: Context, out: dict[str, Any], sched: str) -> None:
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{out['model']} on {out['data']}, {sched} schedule", fontsize=9)
+    ax.set_title(f"{out['model']} on {out['data']}: {label} per gradient", fontsize=9)
     ax.legend(fontsize=6.5, ncol=3, loc="lower right")
-    save_figure(fig, ctx.out(f"_{sched}.png"))
+    save_figure(fig, ctx.out(f"_{_slug(label)}.png"))
