@@ -111,10 +111,7 @@ def test_two_groups_reach_brute_force_optimum(seed):
     spec = mlp_spec([3, 4, 4, 2])
     target, source = random_state(spec, 100 + seed), random_state(spec, 200 + seed)
     m = Matcher(spec).add(target, source)
-    values = {
-        tuple(tuple(p.tolist()) for p in q.values()): inner(target, apply(spec, q, source))
-        for q in all_perms(spec)
-    }
+    values = {tuple(tuple(p.tolist()) for p in q.values()): inner(target, apply(spec, q, source)) for q in all_perms(spec)}
     perm = m.solve(restarts=30, seed=seed)
     got = inner(target, apply(spec, perm, source))
     assert got == pytest.approx(max(values.values()), rel=1e-12)
@@ -132,10 +129,7 @@ def test_objective_equals_inner_product_up_to_a_constant():
     target, source = random_state(spec, 1), random_state(spec, 2)
     m = Matcher(spec).add(target, source, weight=0.5).add(source, target, weight=2.0)
     p1, p2 = random_permutation(spec, torch.Generator().manual_seed(3)), random_permutation(spec)
-    direct = [
-        0.5 * inner(target, apply(spec, p, source)) + 2.0 * inner(source, apply(spec, p, target))
-        for p in (p1, p2)
-    ]
+    direct = [0.5 * inner(target, apply(spec, p, source)) + 2.0 * inner(source, apply(spec, p, target)) for p in (p1, p2)]
     assert m.objective(p1) - m.objective(p2) == pytest.approx(direct[0] - direct[1], rel=1e-9)
 
 
@@ -152,18 +146,18 @@ def test_weight_matching_recovers_planted_permutation_on_residual_net(seed):
 
 def test_restarts_help_where_identity_start_gets_stuck():
     """Coordinate descent from the identity misses planted permutations on residual nets
-    (Git Re-Basin #8); random restarts recover more of them."""
-    spec = residual_spec(d_in=6, width=12, inner=10, blocks=3, d_out=4)
+    (Git Re-Basin #8: 10/100 at d=30/50); random restarts, or the sorted start, recover them."""
+    spec = residual_spec(d_in=2, width=50, inner=50, blocks=2, d_out=2)
     plain_hits = restart_hits = 0
-    for seed in range(10):
+    for seed in range(6):
         source = random_state(spec, seed)
         planted = random_permutation(spec, torch.Generator().manual_seed(1000 + seed))
         target = apply(spec, planted, source)
         m = Matcher(spec).add(target, source)
         plain_hits += all(torch.equal(m.solve(seed=seed)[n], planted[n]) for n in planted)
-        restart_hits += all(torch.equal(m.solve(seed=seed, restarts=10)[n], planted[n]) for n in planted)
-    assert restart_hits >= plain_hits
-    assert restart_hits >= 7
+        restart_hits += all(torch.equal(m.solve(seed=seed, restarts=5)[n], planted[n]) for n in planted)
+    assert plain_hits < 6, "the identity start should get stuck on some of these"
+    assert restart_hits == 6
 
 
 def test_warm_start_and_skip_logic():
@@ -191,3 +185,24 @@ def test_bad_pairs_raise_clear_errors():
     nan = dict(good, **{"l0.bias": torch.full((4,), float("nan"), dtype=torch.float64)})
     with pytest.raises(FloatingPointError):
         Matcher(spec).add(nan, good).solve()
+
+
+def test_auction_matches_scipy_on_a_low_rank_matrix_and_falls_back_on_price_wars():
+    """The large-n solver: same optimum as scipy on the hard (low-rank) case it exists for."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    from transfer.lap import AUCTION_MIN_SIZE, auction_lap, solve_lap
+
+    g = torch.Generator().manual_seed(0)
+    n = AUCTION_MIN_SIZE
+    a = (torch.randn(n, 8, generator=g) @ torch.randn(8, n, generator=g)).double().numpy()
+    a += 1e-3 * torch.randn(n, n, generator=g).double().numpy()
+    rows, cols = linear_sum_assignment(a, maximize=True)
+    p = solve_lap(a)
+    assert sorted(p.tolist()) == list(range(n))
+    assert a[np.arange(n), p].sum() == pytest.approx(a[rows, cols].sum(), rel=1e-9)
+    same_rows = np.repeat(np.arange(n, dtype=float)[:, None], n, axis=1)  # every assignment optimal
+    with pytest.raises(RuntimeError):
+        auction_lap(same_rows, max_bids_per_row=5)
+    assert sorted(solve_lap(same_rows).tolist()) == list(range(n))

