@@ -72,7 +72,8 @@ class SyncedGradients:
 
     ``model`` is used as a scratch module: every call loads the state it is given, so the
     caller's state dicts are never modified. ``loss_fn(outputs, targets) -> scalar`` defaults
-    to mean cross-entropy (:func:`default_loss`).
+    to mean cross-entropy (:func:`default_loss`); it must be a mean over samples. Without
+    BatchNorm, minibatches are stacked into passes of up to ``max_chunk`` samples.
     """
 
     BN_STREAM = -1  # the batch stream used to re-estimate BatchNorm statistics
@@ -89,6 +90,7 @@ class SyncedGradients:
         seed: int = 0,
         loss_fn: LossFn | None = None,
         device: str | torch.device = "cpu",
+        max_chunk: int = 4096,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"inputs and targets differ in length: {len(x)} vs {len(y)}")
@@ -104,6 +106,7 @@ class SyncedGradients:
         self.device = torch.device(device)
         self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.bn = _bn_modules(model)
+        self.max_chunk = max_chunk
 
     # ---- batches -------------------------------------------------------------------------
     def batches(self, k: int, count: int | None = None) -> list[torch.Tensor]:
@@ -133,12 +136,14 @@ class SyncedGradients:
         model.zero_grad(set_to_none=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_mix(self.seed, k))  # dropout masks, if any, are synced too
-            for idx in self.batches(k):
+            batches = self.batches(k)
+            for chunk in self._chunks(batches):
+                idx = torch.cat(chunk)
                 xb, yb = self.x[idx].to(self.device), self.y[idx].to(self.device)
                 loss = self.loss_fn(model(xb), yb)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(self._nonfinite_loss_message(float(loss.detach()), k))
-                (loss / self.grad_batches).backward()
+                (loss * (len(chunk) / len(batches))).backward()
         grads: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
             if not p.requires_grad:
@@ -154,6 +159,16 @@ class SyncedGradients:
             grads[name] = p.grad.detach().to("cpu", copy=True)
         model.zero_grad(set_to_none=True)
         return grads
+
+    def _chunks(self, batches: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Minibatches grouped for one forward pass each. With BatchNorm each minibatch is its own
+        pass (train-mode statistics depend on the batch); otherwise the mean loss over equal-size
+        minibatches is the mean over their union, and one large pass is several times faster on
+        CPU (mlp2: one 2560-sample backward instead of twenty 128-sample ones)."""
+        if self.bn:
+            return [[b] for b in batches]
+        per = max(1, self.max_chunk // self.batch_size)
+        return [batches[i : i + per] for i in range(0, len(batches), per)]
 
     def _nonfinite_loss_message(self, loss: float, k: int) -> str:
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]

@@ -395,8 +395,7 @@ class Matcher:
 
 def _score(a: torch.Tensor, p: torch.Tensor) -> float:
     """sum_c a[c, p[c]] (per block and summed, for a (blocks, n, n) cost)."""
-    a64 = a.double()
-    return float(torch.gather(a64, -1, p.unsqueeze(-1)).sum())
+    return float(torch.gather(a, -1, p.unsqueeze(-1)).double().sum())
 
 
 def _shifted(m: Member) -> Member:

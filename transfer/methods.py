@@ -29,6 +29,7 @@ The transferred trajectory (``out/<method>/``) and ``out/results.json`` are writ
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -254,8 +255,6 @@ class _Run:
     def _load_state(self) -> dict | None:
         if self.state_dir is None or not (self.state_dir / "state.json").exists():
             return None
-        import json
-
         state = json.loads((self.state_dir / "state.json").read_text())
         if state.get("setting") != asdict(self.setting):
             raise TransferError(
@@ -529,8 +528,6 @@ def _split_pair(pair: Mapping[str, torch.Tensor], prefix: str) -> State:
 
 def load_results(out: str | os.PathLike) -> dict | None:
     """The ``results.json`` of an output folder, or None if there is none yet."""
-    import json
-
     path = Path(out) / "results.json"
     if not path.exists():
         return None
