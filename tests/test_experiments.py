@@ -134,3 +134,7 @@ def test_set_overrides_and_bad_names(capsys):
     assert main(["fig5a", "--set", "novalue"]) == 2
     assert main(["list"]) == 0
     assert "fig5a" in capsys.readouterr().out
+    from zoo.cli import main as zoo_main
+
+    assert zoo_main(["experiment", "list"]) == 0  # `zoo experiment NAME` is the same command
+    assert "connectivity" in capsys.readouterr().out

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sub.add_parser("models", help="list the zoo's models")
+    # `zoo experiment NAME ...` is `python -m zoo.experiments NAME ...` (zoo/experiments/cli.py)
+    sub.add_parser("experiment", help="run a paper reproduction (zoo experiment list)", add_help=False)
 
     d = sub.add_parser("data", help="load a dataset and print its sizes")
     d.add_argument("name", nargs="?", help="dataset name")
@@ -131,6 +133,11 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["experiment"]:
+        from zoo.experiments.cli import main as experiment_main
+
+        return experiment_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
