@@ -206,3 +206,28 @@ def test_auction_matches_scipy_on_a_low_rank_matrix_and_falls_back_on_price_wars
     with pytest.raises(RuntimeError):
         auction_lap(same_rows, max_bids_per_row=5)
     assert sorted(solve_lap(same_rows).tolist()) == list(range(n))
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    import permgraph
+    from zoo.models import build
+
+    model = build("zoo:resnet20?width=1")
+    return model, permgraph.infer(model, (torch.randn(2, 3, 8, 8),))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_weight_matching_recovers_planted_permutation_on_inferred_resnet20(resnet20, seed):
+    """Default init (BN weight 1, bias 0, running stats 0/1): only the conv weights carry signal,
+    the case where Git Re-Basin's coordinate descent recovers 10 of 100."""
+    from zoo.models import build
+
+    _, spec = resnet20
+    torch.manual_seed(seed)
+    source = build("zoo:resnet20?width=1").state_dict()
+    planted = random_permutation(spec, torch.Generator().manual_seed(2000 + seed))
+    target = apply(spec, planted, source)
+    perm = weight_matching(spec, target, source, seed=seed)
+    assert all(torch.equal(perm[n], planted[n]) for n in planted)
+    assert permuted_distance(spec, perm, target, source) < 1e-5

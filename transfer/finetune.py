@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from transfer.gradients import default_loss, logits_of
+from transfer.gradients import default_loss, evaluate
 from transfer.methods import TransferError, _build_model, _resolve_data, load_results
 from transfer.trajectory import Trajectory, TrajectoryWriter
 
@@ -31,22 +31,6 @@ def best_method(results: dict) -> str:
     if not methods:
         raise TransferError("results.json lists no method; run `transfer run` first")
     return max(methods, key=lambda m: methods[m]["val_acc"][methods[m]["best_t"]])
-
-
-@torch.no_grad()
-def _evaluate(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
-) -> tuple[float, float]:
-    model.eval()
-    loss, correct, count = 0.0, 0, 0
-    for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size])
-        yb = y[i : i + batch_size]
-        loss += float(default_loss(out, yb)) * yb.numel()
-        correct += int((logits_of(out).argmax(-1) == yb).sum())
-        count += yb.numel()
-    model.train()
-    return loss / count, correct / count
 
 
 def finetune(
@@ -89,7 +73,7 @@ def finetune(
     x, y = splits.train
     n, ipe = len(y), -(-len(y) // batch_size)
     augment = getattr(splits, "augment", None)
-    val_loss, val_acc = _evaluate(model, *splits.val)
+    val_loss, val_acc = evaluate(model, *splits.val)
     writer.save(model.state_dict(), step=0, epoch=0.0, name=f"{method}_t{best_t}",
                 metrics={"val_loss": val_loss, "val_acc": val_acc})  # fmt: skip
     bar = tqdm(total=epochs * ipe, disable=not progress, desc=f"finetune {method}", unit="it")
@@ -103,13 +87,11 @@ def finetune(
             opt.zero_grad(set_to_none=True)
             loss = default_loss(model(xb), y[idx])
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"fine-tuning diverged at epoch {epoch} (loss {float(loss)}); lower --lr"
-                )
+                raise FloatingPointError(f"fine-tuning diverged at epoch {epoch} (loss {float(loss)}); lower --lr")
             loss.backward()
             opt.step()
             bar.update(1)
-        val_loss, val_acc = _evaluate(model, *splits.val)
+        val_loss, val_acc = evaluate(model, *splits.val)
         bar.set_postfix(val_acc=f"{val_acc:.4f}")
         writer.save(model.state_dict(), step=(epoch + 1) * ipe, epoch=float(epoch + 1),
                     metrics={"val_loss": val_loss, "val_acc": val_acc})  # fmt: skip

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SyncedGradients", "default_loss", "logits_of", "has_batchnorm", "LossFn"]
+__all__ = ["SyncedGradients", "default_loss", "evaluate", "logits_of", "has_batchnorm", "LossFn"]
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,7 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def _mix(seed: int, k: int) -> int:
@@ -205,7 +203,6 @@ class SyncedGradients:
         fresh = self.model.state_dict()
         return {k: (fresh[k].detach().to("cpu", copy=True) if k in fresh else v) for k, v in state.items()}
 
-    @torch.no_grad()
     def evaluate(
         self,
         state: Mapping[str, torch.Tensor],
@@ -219,14 +216,34 @@ class SyncedGradients:
         if reestimate and self.bn:
             state = self.reestimate_bn(state)
         self._load(state)
-        model = self.model
-        model.eval()
-        total_loss, correct, count = 0.0, 0, 0
+        return evaluate(self.model, x, y, batch_size=batch_size, loss_fn=self.loss_fn, device=self.device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1000,
+    loss_fn: LossFn | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[float, float]:
+    """(mean loss, accuracy as a fraction; per token for sequences) of ``model`` in eval mode;
+    the model's train/eval mode is restored afterwards."""
+    loss_fn = loss_fn or default_loss
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    try:
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].to(self.device), y[i : i + batch_size].to(self.device)
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
             out = model(xb)
             n = yb.numel()
-            total_loss += float(self.loss_fn(out, yb)) * n
+            total_loss += float(loss_fn(out, yb)) * n
             correct += int((logits_of(out).argmax(-1) == yb).sum())
             count += n
-        return total_loss / max(count, 1), correct / max(count, 1)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate() got an empty split")
+    return total_loss / count, correct / count
