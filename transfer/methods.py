@@ -141,9 +141,7 @@ def _check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
             raise TransferError(f"{what} holds NaN/inf in {k!r}; it cannot be transferred")
 
 
-def _check_same_architecture(
-    expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str
-) -> None:
+def _check_same_architecture(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str) -> None:
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     if missing or extra:
@@ -166,9 +164,7 @@ def _resolve_data(data: Any) -> tuple[str, Any]:
         return data, load(data)
     for split in ("train", "val"):
         if not hasattr(data, split):
-            raise TransferError(
-                f"data must be a dataset name or have .train and .val (x, y) pairs; no .{split}"
-            )
+            raise TransferError(f"data must be a dataset name or have .train and .val (x, y) pairs; no .{split}")
     return getattr(data, "name", type(data).__name__), data
 
 
@@ -217,16 +213,12 @@ class _Run:
         self._source_buffers = {k: v for k, v in theta1_0.items() if k not in self._theta1_0}
         if setting.linear:
             final = src.final()
-            self._linear = LinearTrajectory(
-                self._theta1_0, {k: final[k] for k in param_keys}, T, setting.schedule
-            )
+            self._linear = LinearTrajectory(self._theta1_0, {k: final[k] for k in param_keys}, T, setting.schedule)
             self.index = None
         else:
             n = len(src)
             if T > n - 1:
-                raise TransferError(
-                    f"T={T} but the source trajectory has only {n} checkpoints (T <= {n - 1})"
-                )
+                raise TransferError(f"T={T} but the source trajectory has only {n} checkpoints (T <= {n - 1})")
             self.index = [round(i * (n - 1) / T) for i in range(T + 1)]
         self.state_dir = out / ".state" / setting.method if out is not None else None
         self._bn_cache: dict[int, State] = {}
@@ -339,6 +331,7 @@ class _Run:
             }
         else:
             log.info("resuming %s after step %d from %s", s.method, record["done"], self.state_dir)
+        created = [p for p in (self.out, self.state_dir.parent) if not p.exists()] if self.state_dir else []
         if self.state_dir is not None:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -347,8 +340,8 @@ class _Run:
             # deterministic failures: a rerun would fail the same way, so leave nothing behind
             if fresh and self.state_dir is not None:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
-                _remove_empty(self.state_dir.parent)
-                _remove_empty(self.state_dir.parent.parent)
+                for folder in reversed(created):  # only folders this call made, innermost first
+                    _remove_empty(folder)
             raise
         return record
 
@@ -403,9 +396,7 @@ class _Run:
                         else:
                             g2 = self.sg.gradient(self.theta2(prev, j - 1), k=j)
                         m.add(g2, src_grads[j])
-                perm = m.solve(
-                    init=[prev, "sorted"], seed=self.setting.seed + t, restarts=self.setting.restarts
-                )
+                perm = m.solve(init=[prev, "sorted"], seed=self.setting.seed + t, restarts=self.setting.restarts)
                 record["lsa_calls"] += m.stats.lsa_calls
                 record["lsa_seconds"] += m.stats.lsa_seconds
                 self._perms[t] = perm
@@ -498,9 +489,7 @@ class _Run:
             raise
         results = load_results(self.out) or {"setting": s.shared(), "methods": {}}
         if results.get("setting") != s.shared():
-            raise TransferError(
-                f"{self.out / 'results.json'} holds results of another setting; use another --out"
-            )
+            raise TransferError(f"{self.out / 'results.json'} holds results of another setting; use another --out")
         results["methods"][s.method] = result
         atomic_write_json(self.out / "results.json", results)
         return result
@@ -513,9 +502,7 @@ def _remove_empty(path: Path) -> None:
         pass
 
 
-def _join_pair(
-    target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor], spec: PermSpec
-) -> State:
+def _join_pair(target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor], spec: PermSpec) -> State:
     touched = set(spec.members_by_param())
     out = {f"target/{k}": v for k, v in target.items() if k in touched}
     out.update({f"source/{k}": v for k, v in source.items() if k in touched})
@@ -580,9 +567,7 @@ def run_transfer(
         raise TransferError(f"unknown schedule {schedule!r}; use uniform or cosine")
     src = _open(source, "source trajectory")
     if len(src) < 2:
-        raise TransferError(
-            f"source trajectory {src.path} has {len(src)} checkpoint(s); it needs init and final"
-        )
+        raise TransferError(f"source trajectory {src.path} has {len(src)} checkpoint(s); it needs init and final")
     data_name, splits = _resolve_data(data)
     if model is None:
         model = _build_model(src.model)
@@ -609,9 +594,7 @@ def run_transfer(
         tgt = _open(target, "target run")
         _check_same_architecture(ref, tgt.final(), f"target run {tgt.path}")
         t_init = tgt.init()
-        if any(
-            not torch.equal(t_init[k], theta2_0[k]) for k in theta2_0 if torch.is_floating_point(theta2_0[k])
-        ):
+        if any(not torch.equal(t_init[k], theta2_0[k]) for k in theta2_0 if torch.is_floating_point(theta2_0[k])):
             raise TransferError(
                 f"the target run {tgt.path} did not start from the given target init; oracle compares "
                 "changes from the same init (pass --target-init the same run)"
@@ -675,9 +658,7 @@ def align(
     its objective, and the L2 distance before and after (``transfer match A B``)."""
     ta, tb = _open(a, "run A"), _open(b, "run B")
     if ta.model != tb.model:
-        raise TransferError(
-            f"run A is a {ta.model!r}, run B a {tb.model!r}: weight matching needs one architecture"
-        )
+        raise TransferError(f"run A is a {ta.model!r}, run B a {tb.model!r}: weight matching needs one architecture")
     sa, sb = ta.final(), tb.final()
     if model is None:
         model = _build_model(ta.model)
