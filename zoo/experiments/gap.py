@@ -30,8 +30,9 @@ from zoo.experiments.common import (
     write_json,
     write_text,
 )
+from zoo.experiments.reference import OFFICIAL_FIG5A, PAPER_FIG5A
 
-__all__ = ["run", "variant_model"]
+__all__ = ["run", "variant_model", "distance_to_paper"]
 
 
 def variant_model(width: int, init_scale: float, data: DataSplits) -> str:
@@ -90,6 +91,23 @@ def run(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def distance_to_paper(row: dict[str, Any]) -> float | None:
+    """Mean absolute difference (points) from the paper's Fig. 5a over the nine values it gives for
+    Naive, FGMT and Oracle (t = 1, 2, 5); None when a method or step is missing."""
+    diffs = []
+    for m in ("naive", "fgmt", "oracle"):
+        acc = row["methods"].get(m, {}).get("val_acc")
+        for t, ref in PAPER_FIG5A[m].items():
+            if acc is None or t >= len(acc):
+                return None
+            diffs.append(abs(100 * acc[t] - ref))
+    return sum(diffs) / len(diffs)
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def _cells(row: dict[str, Any], method: str, ts: tuple[int, ...]) -> list[str]:
     acc = row["methods"].get(method, {}).get("val_acc")
     return [pct(acc[t]) if acc is not None and t < len(acc) else "-" for t in ts]
@@ -104,13 +122,22 @@ def _markdown(ctx: Context, out: dict[str, Any]) -> str:
     )
     headers = ["variant", "changed", "source acc", "|θ⁰|/|Δ| fc1"]
     headers += [f"Naive t={t}" for t in ts] + [f"FGMT t={t}" for t in ts] + [f"Oracle t={t}" for t in ts]
+    headers.append("mean gap to paper")
     rows = []
     for r in out["variants"]:
         changed = ", ".join(f"{k}={v}" for k, v in r["changed"].items()) or "(base)"
+        gap = distance_to_paper(r)
         rows.append(
             [r["name"], changed, pct(r["source_val_acc"]), f"{r['init_to_change_ratio']:.2f}"]
             + _cells(r, "naive", ts) + _cells(r, "fgmt", ts) + _cells(r, "oracle", ts)
+            + ["-" if gap is None else f"{gap:.1f}"]
         )  # fmt: skip
+    if ts == (1, 2, 5):
+        official = OFFICIAL_FIG5A[("relu", "uniform")]
+        refs = (("paper v2 (Fig. 5a)", PAPER_FIG5A), ("official code, ReLU, uniform (§6)", official))
+        for label, ref in refs:
+            cells = [_num(ref[m].get(t)) for m in ("naive", "fgmt", "oracle") for t in ts]
+            rows.append([f"*{label}*", "", "", "", *cells, ""])
     lines = [
         f"# {ctx.config.get('title', 'Fig. 5a gap')}",
         "",
@@ -120,7 +147,10 @@ def _markdown(ctx: Context, out: dict[str, Any]) -> str:
         f"Base: `{base['width']}`-wide 2-MLP, init scale {base.get('init_scale', 1.0)}, "
         f"train {base['train']}, "
         f"transfer {base['transfer']}; seeds {out['seeds'][0]} → {out['seeds'][1]}; data `{out['data']}`. "
-        "Validation accuracy (%) of the transferred parameters. Each variant changes what its row says.",
+        "Validation accuracy (%) of the transferred parameters. Each variant changes what its row says. "
+        "|θ⁰|/|Δ| fc1: norm of the first layer's init over the norm of its training change. Mean gap to "
+        "paper: mean absolute difference in points from the nine values the paper gives (Naive, FGMT, "
+        "Oracle at t = 1, 2, 5).",
         "",
         md_table(headers, rows),
         "",

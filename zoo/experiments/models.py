@@ -27,7 +27,12 @@ def mlp2(width: int = 4096, in_features: int = 784, num_classes: int = 10, init_
 
 
 def conv8(
-    width: float = 1.0, num_classes: int = 10, in_channels: int = 3, init: str = "default"
+    width: float = 1.0,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    init: str = "default",
+    init_scale: float = 1.0,
+    io_scale: float = 1.0,
 ) -> torch.nn.Module:
     """The zoo's Conv8 with ``init="he"``: He (Kaiming-normal, fan-in, ReLU gain) weights and zero
     biases instead of PyTorch's default. Why: PyTorch's default init shrinks the signal ~6x in
@@ -35,7 +40,9 @@ def conv8(
     steps before it learns (the paper's CIFAR-10 scratch run is at 13.5 % after a whole epoch); on a
     CPU budget of a few epochs it never leaves that plateau. Without BatchNorm, He init needs a
     smaller learning rate than the paper's 0.05 (0.01 trained every seed tried; 0.05 killed or
-    diverged 3 of 4). ``init="default"`` is ``zoo:conv8``."""
+    diverged 3 of 4). ``init="default"`` is ``zoo:conv8``. ``init_scale`` multiplies every parameter
+    of the init, as for :func:`mlp2`: with AdamW (which does not see the gradient's scale) a smaller
+    init puts the run in the regime where the training change dominates the init."""
     from zoo.models import Conv8
 
     model = Conv8(width=width, num_classes=num_classes, in_channels=in_channels)
@@ -46,4 +53,14 @@ def conv8(
                 torch.nn.init.zeros_(m.bias)
     elif init != "default":
         raise ValueError(f"init must be 'default' or 'he', got {init!r}")
+    with torch.no_grad():
+        if init_scale != 1.0:
+            for p in model.parameters():
+                p.mul_(float(init_scale))
+        if io_scale != 1.0:  # the first conv and the last linear layer only
+            first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+            last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            for m in (first, last):
+                for p in m.parameters():
+                    p.mul_(float(io_scale))
     return model
