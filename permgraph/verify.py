@@ -52,7 +52,8 @@ def make_trained_like(model: torch.nn.Module, generator: torch.Generator | None 
         if not t.is_floating_point() or t.numel() == 0:
             continue
         flat = t.reshape(-1)
-        constant = bool((flat == flat[0]).all())
+        # constant, or so small it cannot matter (timm's cls token starts at std 1e-6)
+        constant = bool((flat == flat[0]).all()) or float(flat.abs().max()) < 1e-4
         if name.endswith("running_var"):
             t.copy_(torch.rand(t.shape, generator=generator, dtype=t.dtype) + 0.5)
         elif name.endswith("running_mean"):
