@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="model names (torchvision names, timm:..., hf:bert|gpt2|llama|vit)")
     ap.add_argument("--timeout", type=float, default=240)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--merge", action="store_true", help="replace only these models' rows in the existing table")
     args = ap.parse_args()
     names = args.only or (torchvision_models() + TIMM + HF)
     rows = []
@@ -135,6 +136,10 @@ def main() -> None:
         print(f"{name:32s} groups {row.get('free_groups', '-'):>4} permuted {row.get('permuted', '-')}/"
               f"{row.get('tensors', '-')}  {status}  trace {row.get('trace_s', 0):.2f}s infer {row.get('infer_s', 0):.3f}s",
               flush=True)
+    if args.merge:
+        fresh = {r["model"]: r for r in rows}
+        old_rows = json.loads((ROOT / "docs" / "results" / "coverage.json").read_text())
+        rows = [fresh.pop(r["model"], r) for r in old_rows] + list(fresh.values())
     tv = [r for r in rows if ":" not in r["model"]]
     good = [r for r in tv if r.get("ok") and r.get("free_groups", 0) > 0]
     false_sym = [r["model"] for r in rows if r.get("ok") is False]
