@@ -96,6 +96,7 @@ def test_conv8_transfer_then_finetune(root):
     assert set(ft["curves"]) == {"standard", "fgmt"}
     assert len(ft["curves"]["fgmt"]) == len(ft["curves"]["standard"]) == 2
     assert set(out["transfer"]) == {"fgmt", "naive"}
+    assert len(out["planted_control"]["val_acc"]) == len(out["transfer"]["fgmt"]["val_acc"])
 
 
 def test_ensembles_reuse_conv8(root):

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.experiments.common import Context, ensure_run, get_data, model_for, write_json, write_text
+from zoo.experiments.common import Context, ensure_run, get_data, model_for, pct, write_json, write_text
 from zoo.experiments.reference import PAPER_CONV8
-from zoo.experiments.scenario import finetune_table, save_pair_plot, transfer_table, transfer_then_finetune
+from zoo.experiments.scenario import (
+    finetune_table,
+    planted_control,
+    save_pair_plot,
+    transfer_table,
+    transfer_then_finetune,
+)
 
 __all__ = ["run", "scenario"]
 
@@ -41,6 +47,9 @@ def scenario(ctx: Context) -> dict[str, Any]:
         "train": train_kw, "transfer_setting": cfg["transfer"], "seeds": [s1, s2],
         "train_size": len(data.train[1]), **result,
     }  # fmt: skip
+    out["source_val_acc_per_epoch"] = source.metrics("val_acc")
+    if cfg.get("planted_control"):
+        out["planted_control"] = planted_control(ctx, data, source, cfg)
     return out
 
 
@@ -61,6 +70,7 @@ def _markdown(ctx: Context, out: dict[str, Any], png: str) -> str:
         "",
         transfer_table(out["transfer"], out["source_val_acc"]),
         "",
+        *_control_lines(out),
         "## Subsequent training (Fig. 6a): fine-tuning vs scratch",
         "",
         finetune_table(ft, out["standard"]),
@@ -76,3 +86,17 @@ def _markdown(ctx: Context, out: dict[str, Any], png: str) -> str:
     if ctx.config.get("notes"):
         lines += ["## Reading", "", ctx.config["notes"].strip(), ""]
     return "\n".join(lines)
+
+
+def _control_lines(out: dict[str, Any]) -> list[str]:
+    c = out.get("planted_control")
+    if not c:
+        return []
+    accs = " ".join(pct(a) for a in c["val_acc"])
+    return [
+        f"Control: {c['method'].upper()} onto a randomly permuted copy of the source's own init (an exact "
+        f"permutation exists), t = 0..T: {accs}. Source's own checkpoints by epoch: "
+        + " ".join(pct(a) for a in out["source_val_acc_per_epoch"])
+        + ".",
+        "",
+    ]

@@ -29,8 +29,17 @@ from zoo.experiments.common import (
 )
 from zoo.models import build
 
-__all__ = ["transfer_then_finetune", "transfer_table", "finetune_table", "plot_transfer", "plot_finetune",
-           "lead_epochs", "reinit_head", "LABEL"]  # fmt: skip
+__all__ = [
+    "transfer_then_finetune",
+    "planted_control",
+    "transfer_table",
+    "finetune_table",
+    "plot_transfer",
+    "plot_finetune",
+    "lead_epochs",
+    "reinit_head",
+    "LABEL",
+]
 
 LABEL = {"gmt": "GMT", "fgmt": "FGMT", "naive": "Naive", "oracle": "Oracle", "standard": "Standard"}
 
@@ -80,6 +89,37 @@ def transfer_then_finetune(
         "finetune": {"recipe": recipe, "start_t": starts, "curves": curves, "lead_epochs": leads},
         "standard": standard_name,
     }
+
+
+def planted_control(
+    ctx: Context,
+    data: DataSplits,
+    source: Trajectory,
+    cfg: Mapping[str, Any],
+    method: str = "fgmt",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The method's transfer onto a randomly permuted copy of the source's own init: the case where
+    an exact permutation exists. It separates "no good permutation between two independent inits"
+    from "the machinery cannot find one" when a transfer between independent inits fails."""
+    import permgraph
+    from transfer.methods import run_transfer
+
+    net = build(source.model)
+    spec = permgraph.infer(net, (data.train[0][:2],))
+    perm = permgraph.random_permutation(spec, generator=torch.Generator().manual_seed(seed))
+    planted = permgraph.apply(spec, perm, source.init())
+    out = ctx.pool / f"planted_{_key(str(source.path), seed, method, data.name, dict(cfg['transfer']))}"
+    done = out / "results.json"
+    if done.exists():
+        import json
+
+        entry = json.loads(done.read_text())["methods"].get(method)
+        if entry is not None:
+            return {"method": method, "seed": seed, "val_acc": entry["val_acc"]}
+    ctx.say(f"control: {method} onto a permuted copy of the source's init -> {out}")
+    res = run_transfer(method, source, planted, data, out=out, progress=ctx.progress, **cfg["transfer"])
+    return {"method": method, "seed": seed, "val_acc": res["val_acc"]}
 
 
 def reinit_head(state: Mapping[str, torch.Tensor], model: str, seed: int) -> dict[str, torch.Tensor]:
