@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -55,6 +55,7 @@ from transfer.trajectory import (
     Trajectory,
     TrajectoryError,
     TrajectoryWriter,
+    atomic_write_bytes,
     atomic_write_json,
     schedule_lambdas,
 )
@@ -264,14 +265,7 @@ class _Run:
         return self.state_dir / f"pair_{s:04d}.safetensors"
 
     def _save_tensors(self, path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
 
     def _commit(self, record: dict) -> None:
         if self.state_dir is not None:
