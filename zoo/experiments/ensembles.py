@@ -64,7 +64,7 @@ def run(ctx: Context) -> dict[str, Any]:
     src = ensure_run(ctx, model, data, seed=st["seeds"][0], what="source", **st["train"])
     method = cfg.get("method", "fgmt")
     recipe = {k: v for k, v in {**st["train"], **st["finetune"], **cfg.get("finetune", {})}.items()
-              if k not in ("methods", "optimizer", "checkpoint_every")}  # fmt: skip
+              if k not in ("methods", "checkpoint_every")}  # fmt: skip
     full_states, tr_states, members = [src.final()], [src.final()], []
     for seed in cfg["members"]:
         full = ensure_run(ctx, model, data, seed=seed, what=f"full member {seed}", **st["train"])
