@@ -14,7 +14,7 @@ from typing import Any
 
 import permgraph
 from zoo.experiments.common import Context, write_json, write_text
-from zoo.experiments.conv8 import scenario
+from zoo.experiments.conv8 import _control_lines, scenario
 from zoo.experiments.scenario import finetune_table, save_pair_plot, transfer_table
 from zoo.models import build, example_inputs
 
@@ -77,6 +77,7 @@ def _markdown(ctx: Context, out: dict[str, Any], png: str) -> str:
         "",
         transfer_table(out["transfer"], metric="val_loss"),
         "",
+        *_control_lines(out),
         "## Subsequent training: fine-tuning vs scratch (validation accuracy, %)",
         "",
         finetune_table(out["finetune"], out["standard"]),
