@@ -43,6 +43,18 @@ __all__ = ["run", "interpolate"]
 PATHS = ("permuted source ↔ transferred", "trained target ↔ transferred", "source (unpermuted) ↔ transferred")
 
 
+def _case_setting(case: Mapping[str, Any], tiny: bool) -> dict[str, Any]:
+    """A case names an experiment (``from``: its runs and transfers) or spells out its own setting
+    (``name``, ``model``, ``data``, ``seeds``, ``train``, ``transfer``), e.g. an ablation row."""
+    if "from" in case:
+        return setting_from(case["from"], tiny, case.get("schedule"))
+    return {
+        "from": case["name"], "model": case["model"], "data": case["data"], "subset": case.get("subset"),
+        "val_subset": case.get("val_subset"), "seeds": list(case["seeds"]), "train": dict(case["train"]),
+        "transfer": dict(case["transfer"]),
+    }  # fmt: skip
+
+
 def interpolate(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float) -> dict:
     """(1 - alpha) a + alpha b on floating tensors; other tensors from ``a``."""
     return {k: (1 - alpha) * v + alpha * b[k] if v.is_floating_point() else v for k, v in a.items()}
@@ -54,7 +66,7 @@ def run(ctx: Context) -> dict[str, Any]:
     alphas = [i / (n - 1) for i in range(n)]
     cases_out = []
     for case in cfg["cases"]:
-        st = setting_from(case["from"], ctx.tiny, case.get("schedule"))
+        st = _case_setting(case, ctx.tiny)
         data = get_data(st["data"], subset=st["subset"], val_subset=st["val_subset"])
         model = model_for(st["model"], data)
         s1, s2 = st["seeds"]
