@@ -142,7 +142,7 @@ def _markdown(ctx: Context, out: dict[str, Any]) -> str:
     lines = [
         f"# {ctx.config.get('title', 'Fig. 5a')}",
         "",
-        f"Command: `{ctx.command}` (config `configs/{ctx.name}.toml`; runs reused from `{ctx.runs}`).",
+        f"Command: `{ctx.command}` (config `configs/{ctx.name}.toml`; runs and transfers in `{ctx.pool}`).",
         "",
         f"Setting: `{out['model']}` on `{out['data']}`, {tr['epochs']} epochs, SGD lr {tr['lr']}, momentum "
         f"{tr.get('momentum', 0.9)}, batch {tr.get('batch_size', 128)}; seed pairs {ctx.config['seeds']}; "
