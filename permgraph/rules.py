@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from permgraph.axisgraph import AxisGraph, Layout, LayoutMismatch, Prod
+from permgraph.axisgraph import AxisGraph, Layout, LayoutMismatch, Prod, Sum
 
 __all__ = ["Context", "RULES", "Types", "register", "rule_for", "block_everything"]
 
@@ -904,14 +904,9 @@ def _cat(ctx: Context) -> Any:
         for i, layout in enumerate(ctx.types(a)):
             if i != d:
                 ctx.unify(first[i], layout)
-    out[d] = Sum_of([ctx.types(a)[d] for a in nonempty])
+    parts = [ctx.types(a)[d] for a in nonempty]
+    out[d] = parts[0] if len(parts) == 1 else Sum(tuple(parts))
     return out
-
-
-def Sum_of(parts: list[Layout]) -> Layout:  # noqa: N802 - reads like the constructor
-    from permgraph.axisgraph import Sum
-
-    return parts[0] if len(parts) == 1 else Sum(tuple(parts))
 
 
 @register("aten.stack")
