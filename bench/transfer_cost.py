@@ -56,9 +56,13 @@ def _child(job: str, cfg: dict, work: str) -> dict:
     """Runs in the subprocess: load data, then time only the job itself."""
     sys.path.insert(0, str(ROOT))
     t_import = time.perf_counter()
-    from transfer.methods import run_transfer
+    import torch
+
+    from transfer.engine import run_transfer
+    from transfer.options import TransferOptions
     from zoo.data import load
-    from zoo.train import train
+    from zoo.models import build
+    from zoo.train import TrainControl, TrainRecipe, train
 
     data = load(cfg["data"], subset=cfg["subset"])
     setup = time.perf_counter() - t_import
@@ -66,13 +70,16 @@ def _child(job: str, cfg: dict, work: str) -> dict:
     t0, cpu0 = time.perf_counter(), time.process_time()
     if job in ("train", "train_target"):
         seed = 1 if job == "train" else 2
-        traj = train(cfg["model"], data, epochs=cfg["epochs"], lr=cfg["lr"], momentum=0.9, batch_size=128,
-                     seed=seed, optimizer=cfg.get("optimizer", "sgd"), out=Path(work) / f"run{seed}",
-                     progress=False)  # fmt: skip
+        recipe = TrainRecipe(epochs=cfg["epochs"], lr=cfg["lr"], momentum=0.9, batch_size=128,
+                             optimizer=cfg.get("optimizer", "sgd"))  # fmt: skip
+        traj = train(cfg["model"], data, recipe, seed=seed, out=Path(work) / f"run{seed}",
+                     control=TrainControl(progress=False))  # fmt: skip
         extra = {"val_acc": traj.metrics("val_acc")}
     else:
-        res = run_transfer(job, Path(work) / "run1", 2, data, T=cfg["T"], out=Path(work) / "transfer",
-                           progress=False)  # fmt: skip
+        torch.manual_seed(2)
+        model = build(cfg["model"])
+        res = run_transfer(job, Path(work) / "run1", model.state_dict(), model=model, data=data,
+                           options=TransferOptions(T=cfg["T"], progress=False), out=Path(work) / "transfer")  # fmt: skip
         extra = {
             "val_acc": res["val_acc"],
             "method_seconds": res["seconds"],

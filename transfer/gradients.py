@@ -13,56 +13,42 @@ Gradients are taken in train mode, where BatchNorm normalises with the batch's o
 running stats cannot change a train-mode gradient, so re-estimating them before each gradient
 (as the official code does) would only cost forward passes. They are not re-estimated there.
 
->>> sg = SyncedGradients(model, x_train, y_train, grad_batches=20, batch_size=128, seed=0)
->>> g1 = sg.gradient(source_state, k=1)
->>> g2 = sg.gradient(target_state, k=1)      # the same 20 minibatches as g1
+>>> import torch
+>>> from transfer.data import as_transfer_data
+>>> from transfer.options import TransferOptions
+>>> model = torch.nn.Linear(4, 3)
+>>> data = as_transfer_data(((torch.randn(64, 4), torch.randint(0, 3, (64,))), (torch.randn(8, 4), torch.zeros(8).long())))
+>>> sg = SyncedGradients(model, data, TransferOptions(grad_batches=2, batch_size=16))
+>>> g1 = sg.gradient(model.state_dict(), k=1)
+>>> g2 = sg.gradient(model.state_dict(), k=1)      # the same 2 minibatches: the same gradient
+>>> all(torch.equal(g1[k], g2[k]) for k in g1)
+True
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SyncedGradients", "default_loss", "evaluate", "logits_of", "has_batchnorm", "LossFn"]
+from transfer.data import TensorData, mix_seed, synced_batches
+from transfer.evaluation import LossFn, default_loss, evaluate
+from transfer.options import TransferOptions
+
+__all__ = ["SyncedGradients", "has_batchnorm", "batchnorm_modules"]
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[object, torch.Tensor], torch.Tensor]
 
-
-def logits_of(outputs: object) -> torch.Tensor:
-    """The logits tensor of a model's output: a tensor, ``.logits`` (Hugging Face) or the first item."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    if hasattr(outputs, "logits"):
-        return outputs.logits
-    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
-        return outputs[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(outputs).__name__}; pass loss_fn")
-
-
-def default_loss(outputs: object, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy; logits ``(..., V)`` against integer targets ``(...)``, so a classifier
-    ``(B, C)`` / ``(B,)`` and a language model ``(B, T, V)`` / ``(B, T)`` both work."""
-    logits = logits_of(outputs)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(_bn_modules(model))
-
-
-def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers that keep running statistics (the ones to re-estimate)."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def _mix(seed: int, k: int) -> int:
-    """A 63-bit generator seed from (seed, k): distinct streams for distinct gradient numbers."""
-    return (int(seed) * 1_000_003 + int(k) * 7_919 + 0x5EED) % (2**63 - 1)
+def has_batchnorm(model: nn.Module) -> bool:
+    return bool(batchnorm_modules(model))
 
 
 class SyncedGradients:
@@ -79,31 +65,25 @@ class SyncedGradients:
     def __init__(
         self,
         model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        grad_batches: int = 20,
-        batch_size: int = 128,
-        bn_batches: int = 20,
-        seed: int = 0,
+        data: TensorData,
+        options: TransferOptions | None = None,
         loss_fn: LossFn | None = None,
-        device: str | torch.device = "cpu",
         max_chunk: int = 4096,
     ) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"inputs and targets differ in length: {len(x)} vs {len(y)}")
-        if grad_batches < 1 or batch_size < 1:
-            raise ValueError(f"grad_batches and batch_size must be >= 1, got {grad_batches}, {batch_size}")
-        if len(x) < batch_size:
-            raise ValueError(f"the training split has {len(x)} samples, fewer than batch_size={batch_size}")
-        self.model = model.to(device)
-        self.x, self.y = x, y
-        self.grad_batches, self.batch_size, self.bn_batches = grad_batches, batch_size, bn_batches
-        self.seed = seed
+        options = options or TransferOptions()
+        if data.train_size < options.batch_size:
+            raise ValueError(
+                f"the training split has {data.train_size} samples, fewer than batch_size={options.batch_size}"
+            )
+        self.device = torch.device(options.device)
+        self.model = model.to(self.device)
+        self.data = data
+        self.grad_batches, self.batch_size, self.bn_batches = options.grad_batches, options.batch_size, options.bn_batches
+        self.seed = options.seed
+        self.eval_batch_size = options.eval_batch_size
         self.loss_fn = loss_fn or default_loss
-        self.device = torch.device(device)
         self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.bn = _bn_modules(model)
+        self.bn = batchnorm_modules(model)
         self.max_chunk = max_chunk
 
     # ---- batches -------------------------------------------------------------------------
@@ -111,10 +91,7 @@ class SyncedGradients:
         """Index tensors of the ``count`` (default ``grad_batches``) minibatches of gradient ``k``:
         drawn without replacement within one gradient while the data allow, from ``(seed, k)`` only."""
         count = self.grad_batches if count is None else count
-        gen = torch.Generator().manual_seed(_mix(self.seed, k))
-        n, need = len(self.x), count * self.batch_size
-        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))])
-        return list(order[:need].split(self.batch_size))
+        return synced_batches(self.seed, k, self.data.train_size, count, self.batch_size)
 
     def _load(self, state: Mapping[str, torch.Tensor]) -> None:
         try:
@@ -133,11 +110,11 @@ class SyncedGradients:
         model.train()
         model.zero_grad(set_to_none=True)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix(self.seed, k))  # dropout masks, if any, are synced too
+            torch.manual_seed(mix_seed(self.seed, k))  # dropout masks, if any, are synced too
             batches = self.batches(k)
             for chunk in self._chunks(batches):
                 idx = torch.cat(chunk)
-                xb, yb = self.x[idx].to(self.device), self.y[idx].to(self.device)
+                xb, yb = (v.to(self.device) for v in self.data.train_batch(idx))
                 loss = self.loss_fn(model(xb), yb)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(self._nonfinite_loss_message(float(loss.detach()), k))
@@ -194,56 +171,20 @@ class SyncedGradients:
                 m.momentum = None  # cumulative average: exact mean of the batch statistics
             self.model.train()
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_mix(self.seed, self.BN_STREAM))
+                torch.manual_seed(mix_seed(self.seed, self.BN_STREAM))
                 for idx in self.batches(self.BN_STREAM, count=self.bn_batches):
-                    self.model(self.x[idx].to(self.device))
+                    self.model(self.data.train_batch(idx)[0].to(self.device))
         finally:
             for m, mom in zip(self.bn, momenta):
                 m.momentum = mom
         fresh = self.model.state_dict()
         return {k: (fresh[k].detach().to("cpu", copy=True) if k in fresh else v) for k, v in state.items()}
 
-    def evaluate(
-        self,
-        state: Mapping[str, torch.Tensor],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        batch_size: int = 1000,
-        reestimate: bool = True,
-    ) -> tuple[float, float]:
-        """(mean loss, accuracy as a fraction) of ``state`` on ``(x, y)`` in eval mode, after
+    def evaluate(self, state: Mapping[str, torch.Tensor], reestimate: bool = True) -> tuple[float, float]:
+        """(mean loss, accuracy as a fraction) of ``state`` on the validation split in eval mode, after
         re-estimating BatchNorm statistics (when the model has any and ``reestimate``)."""
         if reestimate and self.bn:
             state = self.reestimate_bn(state)
         self._load(state)
-        return evaluate(self.model, x, y, batch_size=batch_size, loss_fn=self.loss_fn, device=self.device)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 1000,
-    loss_fn: LossFn | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[float, float]:
-    """(mean loss, accuracy as a fraction; per token for sequences) of ``model`` in eval mode;
-    the model's train/eval mode is restored afterwards."""
-    loss_fn = loss_fn or default_loss
-    was_training = model.training
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    try:
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            out = model(xb)
-            n = yb.numel()
-            total_loss += float(loss_fn(out, yb)) * n
-            correct += int((logits_of(out).argmax(-1) == yb).sum())
-            count += n
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("evaluate() got an empty split")
-    return total_loss / count, correct / count
+        x, y = self.data.val
+        return evaluate(self.model, x, y, batch_size=self.eval_batch_size, loss_fn=self.loss_fn, device=self.device)

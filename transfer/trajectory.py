@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from transfer.files import atomic_write_bytes, atomic_write_json, fsync_dir, temporary_path
 
 __all__ = [
     "FORMAT",
@@ -60,55 +61,6 @@ SCHEDULES = ("uniform", "cosine")
 
 class TrajectoryError(ValueError):
     """A trajectory folder is missing, corrupt, or does not match what was asked for."""
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
-
-    The bytes go to a temporary file in the same folder, are flushed to disk, then renamed over
-    ``path`` with ``os.replace`` (atomic on POSIX and Windows).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (see :func:`atomic_write_bytes`)."""
-    text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -219,7 +171,7 @@ class TrajectoryWriter:
         tensors = _cpu_copies(state_dict)
         fname = checkpoint_filename(step)
         final = self.path / fname
-        tmp = _tmp_path(final)
+        tmp = temporary_path(final)
         try:
             save_file(tensors, str(tmp), metadata={"step": str(step), "model": self.manifest["model"]})
             with open(tmp, "rb+") as f:
@@ -229,7 +181,7 @@ class TrajectoryWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         entry = {
             "name": name if name is not None else ("init" if step == 0 else f"step_{step}"),
             "step": step,

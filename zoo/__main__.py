@@ -2,6 +2,6 @@
 
 import sys
 
-from zoo.cli import main
+from zoo.cli.zoo import main
 
 sys.exit(main())

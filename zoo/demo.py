@@ -15,7 +15,6 @@ defaults keep the shape of its result at a fraction of the cost on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -23,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-from transfer.methods import TransferError
-from transfer.trajectory import TrajectoryError
-from zoo.errors import ZooError
+from transfer.methods import method_names, plot_style
+from zoo.cli.common import add_common_flags, run_command
 from zoo.experiments.common import (
     Context,
     ensure_run,
@@ -40,7 +38,6 @@ from zoo.experiments.common import (
 
 __all__ = ["main", "run_demo"]
 
-METHODS = ("gmt", "fgmt", "naive", "oracle")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="torch threads (default: 1 on a busy machine, else torch's)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_common_flags(p)
     return p
 
 
@@ -80,7 +78,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         ctx, model, data, seed=102, what="target (seed 102)", out=out / f"{tag}_s102", **train_kw
     )
     settings = dict(T=args.T, schedule=args.schedule, linear=True, grad_batches=args.grad_batches, seed=0)
-    res = transfer_methods(ctx, METHODS, source, target, data, out / f"transfer_{tag}", **settings)
+    methods = method_names()
+    res = transfer_methods(ctx, methods, source, target, data, out / f"transfer_{tag}", **settings)
     results = {
         "setting": {
             "model": model, "data": data.name, "source": str(source.path), "target": str(target.path),
@@ -89,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         },
         "methods": {
             m: {k: res[m][k] for k in ("t", "val_acc", "val_loss", "best_t", "seconds") if k in res[m]}
-            for m in METHODS
+            for m in methods
         },
     }  # fmt: skip
     write_json(out / "results.json", results)
@@ -100,14 +99,9 @@ def run_demo(args: argparse.Namespace) -> dict:
 def _plot(results: dict, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    styles = {"gmt": "o-", "fgmt": "s-", "naive": "^--", "oracle": "d:"}
     for m, r in results["methods"].items():
-        ax.plot(
-            r["t"],
-            [100 * a for a in r["val_acc"]],
-            styles.get(m, "o-"),
-            label=m.upper() if m != "naive" else "Naive",
-        )
+        style = plot_style(m)
+        ax.plot(r["t"], [100 * a for a in r["val_acc"]], style.pop("fmt"), **style)
     s = results["setting"]
     ax.axhline(100 * s["source_val_acc"], color="gray", lw=0.8, ls="--", label="source, trained")
     ax.set_xlabel("transfer step t")
@@ -143,23 +137,19 @@ def _auto_threads() -> int | None:
     return 1 if load >= (os.cpu_count() or 1) else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _demo(args: argparse.Namespace) -> int:
     threads = args.threads or _auto_threads()
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    try:
-        results = run_demo(args)
-    except (ZooError, TransferError, TrajectoryError) as e:
-        print(f"demo: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("demo: interrupted; run it again to continue from the finished pieces", file=sys.stderr)
-        return 130
+    results = run_demo(args)
     _print_table(results, Path(args.out), time.perf_counter() - t0)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_command("demo", _demo, args, resume_hint="; run it again to continue from the finished pieces")
 
 
 if __name__ == "__main__":

@@ -1,97 +1,107 @@
-"""The training loop that records a learning trajectory, and resumes it bit for bit.
+"""The one training loop: it records a learning trajectory, resumes it bit for bit, and fine-tunes.
 
-``train`` seeds ``torch.manual_seed(seed)`` before building the model (so θ⁰ is a function of the
-seed), records θ⁰ as checkpoint ``init`` (step 0), then a checkpoint every epoch (or every k
-iterations) with validation metrics, through :class:`transfer.trajectory.TrajectoryWriter`.
+``train(model_id, data, recipe, seed=..., out=...)`` seeds ``torch.manual_seed(seed)`` before building
+the model (so θ⁰ is a function of the seed), records θ⁰ as checkpoint ``init`` (step 0), then a
+checkpoint every epoch (or every k iterations) with validation metrics, through
+:class:`transfer.trajectory.TrajectoryWriter`. Given ``init=`` (a state dict: a transferred point,
+a pretrained network) it starts from there instead (checkpoint ``start``): fine-tuning, the
+experiments' standard runs and ``zoo train`` are this one loop.
 
-Minibatch order is a function of ``(seed, epoch)`` only: epoch e shuffles with a generator seeded
-from both, so two runs with one seed see the same batches, and a run resumed mid-epoch rebuilds the
-order. After each checkpoint the optimizer state, the augmentation generator and the global RNG are
-written to the sidecar ``OUT/train_state.pt`` (atomically); running the same command again on the same
+Minibatch order is a function of ``(seed, epoch)`` only (:func:`epoch_order`), so two runs with one
+seed see the same batches and a run resumed mid-epoch rebuilds the order. After each checkpoint the
+optimizer state, the augmentation generator and the global RNG are written beside the run as
+safetensors + JSON (``train_state.*``, never a pickle); running the same command again on the same
 ``out`` continues from the last checkpoint and gives the same bits as an uninterrupted run. The
-sidecar is removed when the run completes.
+resume files are removed when the run completes.
 
->>> traj = train("zoo:mlp2?width=16&in_features=32&num_classes=4", "synthetic", epochs=2, lr=0.1,
-...              seed=0, out="runs/tiny")
->>> traj.steps, traj.metrics("val_acc")
-([0, 4, 8], [...])
+>>> import tempfile
+>>> from zoo.data import load
+>>> out = tempfile.mkdtemp()
+>>> traj = train("zoo:mlp2?width=16&in_features=32&num_classes=4", load("synthetic"),
+...              TrainRecipe(epochs=2, lr=0.1), seed=0, out=out, control=TrainControl(progress=False))
+>>> traj.steps
+[0, 4, 8]
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from transfer.trajectory import Trajectory, TrajectoryWriter, atomic_write_bytes
+from transfer.engine import state_sha
+from transfer.evaluation import default_loss, evaluate, logits_of
+from transfer.options import OptionsError, check_finite, check_positive_int, options_from
+from transfer.trajectory import Trajectory, TrajectoryWriter
 from zoo.data import DataSplits, load
 from zoo.errors import ZooError
 from zoo.models import build, canonical_id
+from zoo.resume import TRAIN_STATE_FILES, clear_train_state, load_train_state, save_train_state
 
-__all__ = ["train", "evaluate", "loss_fn", "logits_of", "lr_at", "TRAIN_STATE"]
+__all__ = ["train", "TrainRecipe", "TrainControl", "lr_at", "epoch_order", "evaluate", "TRAIN_STATE_FILES"]
 
 log = logging.getLogger(__name__)
 
-TRAIN_STATE = "train_state.pt"
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model's output: a tensor, or an object / dict with ``logits`` (Hugging Face)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise ZooError(f"cannot find logits in a model output of type {type(output).__name__}")
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How to train: the optimizer, its learning-rate schedule, weight decay, batches, augmentation.
 
-
-def loss_fn(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy; sequence outputs ``(B, T, V)`` against ``(B, T)`` targets are flattened."""
-    if logits.dim() == 3:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction=reduction)
-    return F.cross_entropy(logits, y, reduction=reduction)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, device: str | None = None
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (per token for sequences) of ``model`` in eval mode.
-
-    The model's train/eval mode is restored afterwards.
+    ``checkpoint_every``: ``"epoch"`` or a number of iterations (the last step is always saved).
+    ``augment``: apply the dataset's training augmentation (CIFAR's crop and flip) when it has one.
     """
-    if device is None:
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else "cpu"
-    was_training = model.training
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    try:
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-            logits = logits_of(model(xb))
-            total_loss += loss_fn(logits, yb, reduction="sum").item()
-            correct += (logits.argmax(-1) == yb).sum().item()
-            count += yb.numel()
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ZooError("evaluate() got an empty dataset")
-    return total_loss / count, correct / count
+
+    epochs: int
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    batch_size: int = 128
+    checkpoint_every: str | int = "epoch"
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        check_finite("lr", self.lr, minimum=0.0, strict=True)
+        check_finite("momentum", self.momentum, minimum=0.0)
+        check_finite("weight_decay", self.weight_decay, minimum=0.0)
+        if self.optimizer not in OPTIMIZERS:
+            raise OptionsError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in LR_SCHEDULES:
+            raise OptionsError(f"unknown schedule {self.schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+        if self.checkpoint_every != "epoch":
+            check_positive_int("checkpoint_every ('epoch' or)", self.checkpoint_every)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], what: str | None = None) -> TrainRecipe:
+        """A recipe from a config table; an unknown key fails here, naming it."""
+        return options_from(cls, mapping, what)
+
+
+@dataclass(frozen=True)
+class TrainControl:
+    """How a run is carried out, not what it computes: device, progress bar, evaluation batch size,
+    and an early stop (``stop_after_epochs`` / ``stop_after_steps``) that acts as an interruption:
+    calling :func:`train` again with the same arguments resumes the run."""
+
+    device: str = "cpu"
+    progress: bool = True
+    eval_batch_size: int = 1024
+    stop_after_epochs: int | None = None
+    stop_after_steps: int | None = None
 
 
 def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
@@ -103,16 +113,17 @@ def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
     raise ZooError(f"unknown schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63))
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the ``n`` training samples in ``epoch``: a function of ``(seed, epoch)`` alone."""
+    gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63))
+    return torch.randperm(n, generator=gen)
 
 
-def _make_optimizer(name: str, model: nn.Module, lr: float, momentum: float, weight_decay: float):
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    raise ZooError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+def _make_optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)  # fmt: skip
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def _check_fits(model: nn.Module, model_id: str, splits: DataSplits, device: str) -> None:
@@ -136,174 +147,170 @@ def _check_fits(model: nn.Module, model_id: str, splits: DataSplits, device: str
         )
 
 
-def _json_norm(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
+def run_config(model_id: str, splits: DataSplits, recipe: TrainRecipe, seed: int, init_sha: str | None) -> dict:
+    """What the manifest records as the run's configuration; a resumed run must match it."""
+    augment = splits.augment if recipe.augment else None
+    config = {
+        "model": model_id, "data": splits.name, "epochs": recipe.epochs, "lr": recipe.lr,
+        "momentum": recipe.momentum, "weight_decay": recipe.weight_decay, "optimizer": recipe.optimizer,
+        "schedule": recipe.schedule, "batch_size": recipe.batch_size, "seed": seed,
+        "checkpoint_every": recipe.checkpoint_every, "train_size": len(splits.train[1]),
+        "augment": type(augment).__name__ if augment is not None else None,
+    }  # fmt: skip
+    if init_sha is not None:
+        config["init_sha"] = init_sha
+    return config
 
 
-def _save_train_state(out: Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(out / TRAIN_STATE, buf.getvalue())
+class _Run:
+    """One training run in ``out``: model, optimizer, generators, and where it stands."""
+
+    def __init__(self, model_id: str, splits: DataSplits, recipe: TrainRecipe, seed: int, control: TrainControl):
+        self.model_id, self.splits, self.recipe, self.seed, self.control = model_id, splits, recipe, seed, control
+        torch.manual_seed(seed)
+        self.model = build(model_id).to(control.device)
+        self.model.train()
+        self.opt = _make_optimizer(recipe, self.model)
+        self.augment = splits.augment if recipe.augment else None
+        self.aug_gen = torch.Generator().manual_seed(int(seed) + 1)
+        self.ipe = math.ceil(len(splits.train[1]) / recipe.batch_size)  # iterations per epoch
+        self.total = recipe.epochs * self.ipe
+        self.step = 0
+
+    def lr(self) -> float:
+        return lr_at(self.step, self.total, self.recipe.lr, self.recipe.schedule)
+
+    def checkpoint(self, writer: TrajectoryWriter, out: Path, name: str, train_loss: float | None) -> dict:
+        c = self.control
+        val_loss, val_acc = evaluate(self.model, *self.splits.val, batch_size=c.eval_batch_size, device=c.device)
+        metrics = {"val_loss": val_loss, "val_acc": val_acc, "lr": self.lr()}
+        if train_loss is not None:
+            metrics["train_loss"] = train_loss
+        writer.save(self.model.state_dict(), step=self.step, epoch=self.step / self.ipe, name=name, metrics=metrics)
+        save_train_state(out, self.step, writer.manifest["config"], self.opt, self.aug_gen)
+        log.info("step %d (epoch %.2f): %s", self.step, self.step / self.ipe, metrics)
+        return metrics
+
+    def stop_at(self) -> int:
+        stop, c = self.total, self.control
+        if c.stop_after_epochs is not None:
+            stop = min(stop, c.stop_after_epochs * self.ipe)
+        if c.stop_after_steps is not None:
+            stop = min(stop, c.stop_after_steps)
+        return stop
+
+    def due(self) -> str | None:
+        """The checkpoint name if one is due after the current step."""
+        at_epoch_end = self.step % self.ipe == 0
+        every = self.recipe.checkpoint_every
+        due = at_epoch_end if every == "epoch" else self.step % every == 0
+        if not (due or self.step == self.total):
+            return None
+        return f"epoch_{self.step // self.ipe}" if at_epoch_end else f"step_{self.step}"
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        if self.augment is not None:
+            xb = self.augment(xb, self.aug_gen)
+        xb, yb = xb.to(self.control.device), yb.to(self.control.device)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr()
+        loss = default_loss(self.model(xb), yb)
+        if not torch.isfinite(loss):
+            raise ZooError(
+                f"training diverged at step {self.step} (loss {float(loss)}); lower the learning rate "
+                f"(lr={self.recipe.lr})"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return loss.item()
+
+
+def _resume(run: _Run, out: Path, config: dict) -> Trajectory | bool:
+    """Continue a run recorded in ``out``: the finished trajectory when it is complete, True when the
+    run was restored mid-way, False for a fresh start. Refuses a run of another configuration."""
+    if not (out / "manifest.json").exists():
+        return False
+    traj = Trajectory(out)
+    if not traj.checkpoints:  # an earlier start that saved nothing: start afresh
+        (out / "manifest.json").unlink()
+        return False
+    recorded = traj.config
+    if recorded != config:
+        diff = {k: (recorded.get(k), v) for k, v in config.items() if recorded.get(k) != v}
+        raise ZooError(
+            f"{out} already holds a run with another configuration (recorded vs asked: {diff}); "
+            "use another --out, or delete the folder to start over"
+        )
+    if traj.complete and traj.steps and traj.steps[-1] == run.total:
+        log.info("%s is already complete; nothing to do", out)
+        return traj
+    step = load_train_state(out, config, run.opt, run.aug_gen, traj.steps)
+    if step is None:
+        log.warning("%s has checkpoints but no usable resume state; restarting from step 0", out)
+        return False
+    run.model.load_state_dict(traj.load_step(step))
+    run.step = step
+    log.info("resuming %s from step %d", out, step)
+    return True
+
+
+def _loop(run: _Run, writer: TrajectoryWriter, out: Path) -> None:
+    stop_at, x_train, y_train = run.stop_at(), *run.splits.train
+    bar = tqdm(total=run.total, initial=run.step, disable=not run.control.progress, desc=f"train {run.model_id}",
+               unit="it")  # fmt: skip
+    run_loss, run_count = 0.0, 0
+    try:
+        while run.step < stop_at:
+            epoch, first = divmod(run.step, run.ipe)
+            order = epoch_order(run.seed, epoch, len(y_train))
+            for b in range(first, run.ipe):
+                idx = order[b * run.recipe.batch_size : (b + 1) * run.recipe.batch_size]
+                run_loss += run.train_step(x_train[idx], y_train[idx])
+                run_count += 1
+                bar.update(1)
+                name = run.due()
+                if name is not None:
+                    m = run.checkpoint(writer, out, name, run_loss / run_count)
+                    bar.set_postfix(val_acc=f"{m['val_acc']:.4f}")
+                    run_loss, run_count = 0.0, 0
+                if run.step >= stop_at:
+                    break
+    finally:
+        bar.close()
 
 
 def train(
     model_id: str,
     data: str | DataSplits,
+    recipe: TrainRecipe,
     *,
-    epochs: int,
-    lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    optimizer: str = "sgd",
-    schedule: str = "constant",
-    batch_size: int = 128,
     seed: int,
     out: str | os.PathLike,
-    checkpoint_every: str | int = "epoch",
-    subset: int | None = None,
-    device: str = "cpu",
-    data_root: str | os.PathLike | None = None,
-    eval_batch_size: int = 1024,
-    stop_after_epochs: int | None = None,
-    stop_after_steps: int | None = None,
-    progress: bool = True,
+    init: Mapping[str, torch.Tensor] | None = None,
+    control: TrainControl | None = None,
 ) -> Trajectory:
-    """Train ``model_id`` on ``data`` and record its trajectory in ``out``; returns the trajectory.
-
-    ``checkpoint_every``: ``"epoch"`` or an int number of iterations (the last step is always saved).
-    ``stop_after_epochs`` / ``stop_after_steps`` end the run early, as an interruption would; calling
-    ``train`` again with the same arguments resumes it. A finished run is returned as is.
-    """
-    if optimizer not in OPTIMIZERS:
-        raise ZooError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    if schedule not in LR_SCHEDULES:
-        raise ZooError(f"unknown schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
-    if epochs < 1 or batch_size < 1:
-        raise ZooError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
-    if checkpoint_every != "epoch" and not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
-        raise ZooError(f"checkpoint_every must be 'epoch' or an int >= 1, got {checkpoint_every!r}")
+    """Train ``model_id`` on ``data`` (a :class:`DataSplits` or a dataset name) with ``recipe`` and
+    record its trajectory in ``out``; returns the trajectory. ``init``: start from this state dict
+    instead of the seed's fresh init (fine-tuning). A finished run is returned as is."""
+    control = control or TrainControl()
     out = Path(out)
-    splits = data if isinstance(data, DataSplits) else load(data, data_root, subset=subset)
-    if isinstance(data, DataSplits) and subset is not None:
-        splits = DataSplits(
-            splits.name, (splits.train[0][:subset], splits.train[1][:subset]), splits.val, splits.test,
-            splits.num_classes, splits.input_shape, splits.mean, splits.std, splits.augment, splits.source,
-        )  # fmt: skip
+    splits = data if isinstance(data, DataSplits) else load(data)
     model_id = canonical_id(model_id)
-    config = _json_norm(
-        {
-            "model": model_id, "data": splits.name, "epochs": epochs, "lr": lr, "momentum": momentum,
-            "weight_decay": weight_decay, "optimizer": optimizer, "schedule": schedule,
-            "batch_size": batch_size, "seed": seed, "checkpoint_every": checkpoint_every, "subset": subset,
-            "train_size": len(splits.train[1]), "augment": type(splits.augment).__name__
-            if splits.augment is not None else None,
-        }
-    )  # fmt: skip
-
-    torch.manual_seed(seed)
-    model = build(model_id).to(device)
-    model.train()
-    _check_fits(model, model_id, splits, device)
-    opt = _make_optimizer(optimizer, model, lr, momentum, weight_decay)
-    x_train, y_train = splits.train
-    n = len(y_train)
-    ipe = math.ceil(n / batch_size)  # iterations per epoch
-    total = epochs * ipe
-    aug_gen = torch.Generator().manual_seed(int(seed) + 1)
-
-    step = 0
-    resumed = False
-    if (out / "manifest.json").exists():
-        traj = Trajectory(out)
-        if not traj.checkpoints:  # an earlier start that saved nothing: start afresh
-            (out / "manifest.json").unlink()
-        if traj.checkpoints and _json_norm(traj.config) != config:
-            diff = {k: (traj.config.get(k), v) for k, v in config.items() if traj.config.get(k) != v}
-            raise ZooError(
-                f"{out} already holds a run with another configuration (recorded vs asked: {diff}); "
-                "use another --out, or delete the folder to start over"
-            )
-        if traj.complete and traj.steps and traj.steps[-1] == total:
-            log.info("%s is already complete; nothing to do", out)
-            return traj
-        state_path = out / TRAIN_STATE
-        if traj.checkpoints and state_path.exists():
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
-            if state.get("config") == config and state["step"] in traj.steps:
-                step = int(state["step"])
-                model.load_state_dict(traj.load_step(step))
-                opt.load_state_dict(state["optimizer"])
-                aug_gen.set_state(state["aug_rng"])
-                torch.set_rng_state(state["torch_rng"])
-                resumed = True
-                log.info("resuming %s from step %d", out, step)
-        if traj.checkpoints and not resumed:
-            log.warning("%s has checkpoints but no usable %s; restarting from step 0", out, TRAIN_STATE)
-
+    run = _Run(model_id, splits, recipe, seed, control)
+    if init is not None:
+        run.model.load_state_dict(dict(init))
+    _check_fits(run.model, model_id, splits, control.device)
+    config = run_config(model_id, splits, recipe, seed, state_sha(init) if init is not None else None)
+    resumed = _resume(run, out, config)
+    if isinstance(resumed, Trajectory):
+        return resumed
     writer = TrajectoryWriter(out, model=model_id, data=splits.name, seed=seed, config=config)
-
-    def checkpoint(name: str, train_loss: float | None) -> dict:
-        val_loss, val_acc = evaluate(model, *splits.val, batch_size=eval_batch_size, device=device)
-        metrics = {"val_loss": val_loss, "val_acc": val_acc, "lr": lr_at(step, total, lr, schedule)}
-        if train_loss is not None:
-            metrics["train_loss"] = train_loss
-        writer.save(model.state_dict(), step=step, epoch=step / ipe, name=name, metrics=metrics)
-        _save_train_state(
-            out,
-            {
-                "step": step,
-                "config": config,
-                "optimizer": opt.state_dict(),
-                "aug_rng": aug_gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-            },
-        )
-        log.info("step %d (epoch %.2f): %s", step, step / ipe, metrics)
-        return metrics
-
     if not resumed:
-        checkpoint("init", None)
-
-    stop_at = total
-    if stop_after_epochs is not None:
-        stop_at = min(stop_at, stop_after_epochs * ipe)
-    if stop_after_steps is not None:
-        stop_at = min(stop_at, stop_after_steps)
-
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"train {model_id}", unit="it")
-    run_loss, run_count = 0.0, 0
-    try:
-        while step < stop_at:
-            epoch, first = divmod(step, ipe)
-            order = torch.randperm(n, generator=_epoch_generator(seed, epoch))
-            for b in range(first, ipe):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                xb, yb = x_train[idx], y_train[idx]
-                if splits.augment is not None:
-                    xb = splits.augment(xb, aug_gen)
-                xb, yb = xb.to(device), yb.to(device)
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, lr, schedule)
-                loss = loss_fn(logits_of(model(xb)), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                run_loss += loss.item()
-                run_count += 1
-                bar.update(1)
-                at_epoch_end = step % ipe == 0
-                due = at_epoch_end if checkpoint_every == "epoch" else step % checkpoint_every == 0
-                if due or step == total:
-                    name = f"epoch_{step // ipe}" if at_epoch_end else f"step_{step}"
-                    m = checkpoint(name, run_loss / run_count)
-                    bar.set_postfix(val_acc=f"{m['val_acc']:.4f}")
-                    run_loss, run_count = 0.0, 0
-                if step >= stop_at:
-                    break
-    finally:
-        bar.close()
-    if step == total:
+        run.checkpoint(writer, out, "init" if init is None else "start", None)
+    _loop(run, writer, out)
+    if run.step == run.total:
         writer.finish()
-        (out / TRAIN_STATE).unlink(missing_ok=True)
+        clear_train_state(out)
     return Trajectory(out)

@@ -50,7 +50,7 @@ def get(name: str) -> ModuleType:
 
 
 def run(name: str, **kwargs) -> dict:
-    """Run experiment ``name`` (see :func:`zoo.experiments.cli.run_experiment` for the arguments)."""
-    from zoo.experiments.cli import run_experiment
+    """Run experiment ``name`` (see :func:`zoo.experiments.runner.run_experiment` for the arguments)."""
+    from zoo.experiments.runner import run_experiment
 
     return run_experiment(name, **kwargs)

@@ -2,6 +2,6 @@
 
 import sys
 
-from zoo.experiments.cli import main
+from zoo.cli.experiments import main
 
 sys.exit(main())

@@ -14,9 +14,7 @@ import functools
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from transfer.methods import run_transfer
-from transfer.trajectory import Trajectory, TrajectoryWriter, atomic_write_bytes, atomic_write_json
+from transfer.engine import TransferEngine
+from transfer.evaluation import evaluate, logits_of
+from transfer.files import atomic_write_bytes, atomic_write_json
+from transfer.options import TransferOptions, options_from
+from transfer.trajectory import Trajectory
 from zoo.data import DataSplits, load
 from zoo.errors import ZooError
 from zoo.models import build, canonical_id, parse_model_id
-from zoo.train import evaluate, logits_of, loss_fn, lr_at, train
+from zoo.train import TrainControl, TrainRecipe, train
 
 __all__ = [
     "CONFIG_DIR",
@@ -266,7 +266,8 @@ def ensure_run(
     done = (out / "manifest.json").exists() and Trajectory(out).complete
     if not done:
         ctx.say(f"training {what or out.name}: {model} on {data.name}, seed {seed}, {train_kw} -> {out}")
-    traj = train(model, data, seed=seed, out=out, progress=ctx.progress and not done, **train_kw)
+    recipe = TrainRecipe.from_mapping(train_kw, "the [train] table")
+    traj = train(model, data, recipe, seed=seed, out=out, control=TrainControl(progress=ctx.progress and not done))
     acc = traj.metrics("val_acc")[-1]
     verb = "reused" if done else "trained"
     ctx.say(f"{verb} {what or out.name}: val acc {pct(acc)} ({time.perf_counter() - t0:.0f} s)")
@@ -296,6 +297,8 @@ def transfer_methods(
         out = ctx.pool / f"transfer_{_key(str(source.path), target_key, init_key, data.name, kw)}"
     existing = _read_json(out / "results.json")
     init = target_init if target_init is not None else target
+    options = options_from(TransferOptions, {**kw, "progress": ctx.progress}, "the [transfer] table")
+    engine = TransferEngine(build(source.model), data, options)
     for m in methods:
         prev = (existing or {}).get("methods", {}).get(m)
         same = prev is not None and _same_transfer(existing["setting"], source, init, data, kw)
@@ -303,16 +306,7 @@ def transfer_methods(
             results[m] = prev
             continue
         ctx.say(f"transfer {m}: T={kw.get('T', 5)}, {kw.get('schedule', 'uniform')} schedule -> {out}")
-        results[m] = run_transfer(
-            m,
-            source,
-            init,
-            data,
-            target=target if m == "oracle" else None,
-            out=out,
-            progress=ctx.progress,
-            **kw,
-        )
+        results[m] = engine.run(m, source, init, target=target if m == "oracle" else None, out=out)
         accs = " ".join(f"{100 * a:5.1f}" for a in results[m]["val_acc"])
         ctx.say(f"  {m:6s} val acc t=0..: {accs}  ({results[m]['seconds']:.0f} s)")
     for m in results:
@@ -354,103 +348,21 @@ def train_from(
     data: DataSplits,
     out: Path,
     *,
-    epochs: int,
-    lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    schedule: str = "constant",
-    batch_size: int = 128,
     seed: int = 0,
-    optimizer: str = "sgd",
     what: str = "",
+    **recipe: Any,
 ) -> Trajectory:
-    """SGD from a given state (``zoo.train`` always starts from a fresh seeded init), with the
-    same minibatch order, learning-rate schedule and per-epoch checkpoints as ``zoo.train``, so a
-    fine-tuning curve and a from-scratch curve differ only in where they start.
-
-    The folder is reused when it holds a complete run with the same config; otherwise the run is
-    redone from the start (fine-tunings here take seconds to minutes)."""
-    config = {
-        "model": model, "data": data.name, "epochs": epochs, "lr": lr, "momentum": momentum,
-        "weight_decay": weight_decay, "schedule": schedule, "batch_size": batch_size, "seed": seed,
-        "init_sha": _state_sha(state),
-    }  # fmt: skip
-    if optimizer != "sgd":
-        config["optimizer"] = optimizer
-    if (out / "manifest.json").exists():
-        traj = Trajectory(out)
-        if traj.complete and traj.config == config:
-            ctx.say(f"reused {what or out.name}: val acc {pct(traj.metrics('val_acc')[-1])}")
-            return traj
-        shutil.rmtree(out)
-    ctx.say(f"fine-tuning {what or out.name}: {epochs} epochs, lr {lr} {schedule}")
-    torch.manual_seed(seed)
-    net = build(model)
-    net.load_state_dict(state)
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adamw":
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    else:
-        raise ZooError(f"unknown optimizer {optimizer!r}; use sgd or adamw")
-    x, y = data.train
-    n = len(y)
-    ipe = -(-n // batch_size)
-    total = epochs * ipe
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_mkdir(out.parent)))
-    writer = TrajectoryWriter(tmp, model=model, data=data.name, seed=seed, config=config)
-    vl, va = evaluate(net, *data.val)
-    writer.save(net.state_dict(), step=0, epoch=0.0, name="start", metrics={"val_loss": vl, "val_acc": va})
-    aug_gen = torch.Generator().manual_seed(int(seed) + 1)
-    step = 0
-    bar = tqdm(total=total, disable=not ctx.progress, desc=what or out.name, unit="it", leave=False)
-    net.train()
-    for epoch in range(epochs):
-        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + epoch * 7919 + 17) % (2**63))
-        order = torch.randperm(n, generator=gen)
-        for b in range(ipe):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
-            if data.augment is not None:
-                xb = data.augment(xb, aug_gen)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, lr, schedule)
-            loss = loss_fn(logits_of(net(xb)), yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{what or out}: loss {float(loss)} at epoch {epoch}; lower the lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-        vl, va = evaluate(net, *data.val)
-        bar.set_postfix(val_acc=f"{va:.4f}")
-        writer.save(net.state_dict(), step=step, epoch=float(epoch + 1), name=f"epoch_{epoch + 1}",
-                    metrics={"val_loss": vl, "val_acc": va})  # fmt: skip
-    bar.close()
-    writer.finish()
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    traj = Trajectory(out)
+    """The one training loop (``zoo.train``) from a given state: the same minibatch order,
+    learning-rate schedule and per-epoch checkpoints as a run from scratch, so a fine-tuning curve
+    and a from-scratch curve differ only in where they start. Reused when complete."""
+    recipe_ = TrainRecipe.from_mapping(recipe, "the fine-tuning recipe")
+    done = (out / "manifest.json").exists() and Trajectory(out).complete
+    ctx.say(f"{'reusing' if done else 'fine-tuning'} {what or out.name}: {recipe_.epochs} epochs, lr {recipe_.lr} "
+            f"{recipe_.schedule}")  # fmt: skip
+    traj = train(model, data, recipe_, seed=seed, out=out, init=state, control=TrainControl(progress=ctx.progress))
     curve = " ".join(pct(a) for a in traj.metrics("val_acc"))
     ctx.say(f"fine-tuned {what or out.name}: val acc per epoch {curve}")
     return traj
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def _state_sha(state: Mapping[str, torch.Tensor]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------- evaluation

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 import permgraph
+from transfer.evaluation import evaluate
 from transfer.matching import weight_matching
 from transfer.trajectory import Trajectory
 from zoo.experiments.common import (
@@ -36,7 +37,6 @@ from zoo.experiments.common import (
     write_text,
 )
 from zoo.models import build, example_inputs
-from zoo.train import evaluate
 
 __all__ = ["run", "interpolate"]
 

@@ -103,7 +103,8 @@ def planted_control(
     an exact permutation exists. It separates "no good permutation between two independent inits"
     from "the machinery cannot find one" when a transfer between independent inits fails."""
     import permgraph
-    from transfer.methods import run_transfer
+    from transfer.engine import TransferEngine
+    from transfer.options import TransferOptions, options_from
 
     net = build(source.model)
     spec = permgraph.infer(net, (data.train[0][:2],))
@@ -118,7 +119,8 @@ def planted_control(
         if entry is not None:
             return {"method": method, "seed": seed, "val_acc": entry["val_acc"]}
     ctx.say(f"control: {method} onto a permuted copy of the source's init -> {out}")
-    res = run_transfer(method, source, planted, data, out=out, progress=ctx.progress, **cfg["transfer"])
+    options = options_from(TransferOptions, {**cfg["transfer"], "progress": ctx.progress}, "the [transfer] table")
+    res = TransferEngine(net, data, options, spec=spec).run(method, source, planted, out=out)
     return {"method": method, "seed": seed, "val_acc": res["val_acc"]}
 
 

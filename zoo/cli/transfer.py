@@ -2,21 +2,24 @@
 
     transfer run --method fgmt --source runs/s101 --target-init runs/s102 --data mnist --out runs/t
     transfer run --method oracle --source runs/s101 --target-init runs/s102 --target runs/s102 --out runs/t
-    transfer finetune --from runs/t --epochs 1
+    transfer finetune --from runs/t --epochs 1 --lr 0.01
     transfer match runs/s101 runs/s102
 
-User errors (missing runs, other architectures, bad arguments) print one line and exit with 2.
+Methods come from the registry (:mod:`transfer.methods`). User errors (missing runs, other
+architectures, bad arguments) print one line and exit with 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from transfer.methods import METHODS, TransferError, align, run_transfer
-from transfer.trajectory import TrajectoryError
+import torch
+
+from transfer.methods import get_method, method_names
+from zoo.cli.common import add_common_flags, run_command
+from zoo.cli.zoo import add_recipe_flags, recipe_from
 
 __all__ = ["main", "build_parser"]
 
@@ -31,25 +34,21 @@ def _target_init(text: str) -> int | str:
 
 def _methods(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
+    bad = [m for m in names if m not in method_names()]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; choose from {', '.join(method_names())}")
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="transfer", description=__doc__.split("\n")[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = p.add_subparsers(dest="command", required=True)
+def _method_help() -> str:
+    return "; ".join(f"{n}: {get_method(n).summary}" for n in method_names()) + " (comma-separated ok)"
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="transfer a source trajectory onto a target init")
-    r.add_argument(
-        "--method", type=_methods, required=True, help="gmt, fgmt, naive, oracle (comma-separated ok)"
-    )
+    r.add_argument("--method", type=_methods, required=True, help=_method_help())
     r.add_argument("--source", required=True, help="source trajectory folder (zoo train --out)")
-    r.add_argument(
-        "--target-init", required=True, type=_target_init, help="run folder (its init) or int seed"
-    )
+    r.add_argument("--target-init", required=True, type=_target_init, help="run folder (its init) or int seed")
     r.add_argument("--data", default=None, help="dataset name (default: the source run's)")
     r.add_argument("--target", default=None, help="the real target run (oracle only)")
     r.add_argument("--T", type=int, default=5, help="transfer steps (default 5)")
@@ -63,21 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bn-batches", type=int, default=20, help="batches to re-estimate BatchNorm stats")
     r.add_argument("--seed", type=int, default=0, help="seeds the gradient minibatches and the solver")
     r.add_argument("--restarts", type=int, default=0, help="extra random starts of the matcher")
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     r.add_argument("--out", default=None, help="output folder (default runs/transfer/SOURCE_to_INIT)")
     r.add_argument("--no-progress", action="store_true")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transfer", description=__doc__.split("\n")[0])
+    add_common_flags(p)
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
     f = sub.add_parser("finetune", help="train on from the best transferred point")
     f.add_argument("--from", dest="src", required=True, help="a `transfer run` output folder")
     f.add_argument("--method", default=None, help="which method's trajectory (default: the best one)")
-    f.add_argument("--epochs", type=int, default=1)
-    f.add_argument("--lr", type=float, default=0.01)
-    f.add_argument("--momentum", type=float, default=0.9)
-    f.add_argument("--weight-decay", type=float, default=0.0)
-    f.add_argument("--batch-size", type=int, default=128)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default=None, help="trajectory folder (default FROM/finetune_METHOD)")
-    f.add_argument("--no-progress", action="store_true")
-
+    add_recipe_flags(f, epochs_required=False, lr_default=0.01)
     m = sub.add_parser("match", help="weight-match run B's final weights onto run A's (Git Re-Basin)")
     m.add_argument("a")
     m.add_argument("b")
@@ -86,30 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args: argparse.Namespace) -> int:
-    from transfer.trajectory import Trajectory
+def _options(args: argparse.Namespace):
+    from transfer.options import TransferOptions
 
-    src = Trajectory(args.source)
-    data = args.data or src.data
-    if not data:
+    return TransferOptions(
+        T=args.T, schedule=args.schedule, linear=args.linear, grad_batches=args.grad_batches,
+        batch_size=args.batch_size, bn_batches=args.bn_batches, seed=args.seed, restarts=args.restarts,
+        progress=not args.no_progress, device=args.device,
+    )  # fmt: skip
+
+
+def _seeded_init(model_id: str, seed: int) -> dict[str, torch.Tensor]:
+    from zoo.models import build
+
+    torch.manual_seed(seed)
+    return build(model_id).state_dict()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from transfer.engine import TransferEngine, open_trajectory
+    from transfer.results import TransferError
+    from zoo.data import load
+    from zoo.models import build
+
+    options = _options(args)
+    src = open_trajectory(args.source, "source trajectory")
+    data_name = args.data or src.data
+    if not data_name:
         raise TransferError(f"{args.source} records no dataset name; pass --data")
+    target_init = _seeded_init(src.model, args.target_init) if isinstance(args.target_init, int) else args.target_init
     out = args.out
     if out is None:
         init = f"seed{args.target_init}" if isinstance(args.target_init, int) else Path(args.target_init).name
         out = str(Path("runs") / "transfer" / f"{Path(args.source).name}_to_{init}")
-    if isinstance(data, str):
-        from zoo.data import load
-
-        data = load(data)
-    rows = []
-    for method in args.method:
-        res = run_transfer(
-            method, src, args.target_init, data, T=args.T, schedule=args.schedule, linear=args.linear,
-            grad_batches=args.grad_batches, batch_size=args.batch_size, bn_batches=args.bn_batches,
-            seed=args.seed, restarts=args.restarts, target=args.target, out=out,
-            progress=not args.no_progress,
-        )  # fmt: skip
-        rows.append((method, res))
+    engine = TransferEngine(build(src.model), load(data_name), options)
+    rows = [(m, engine.run(m, src, target_init, target=args.target, out=out)) for m in args.method]
     print(f"val accuracy (%) of the transferred parameters, t = 0..{args.T}   -> {out}/results.json")
     for method, res in rows:
         accs = " ".join(f"{100 * a:5.1f}" for a in res["val_acc"])
@@ -118,22 +129,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from transfer.finetune import finetune
+    from zoo.finetune import finetune
+    from zoo.train import TrainControl
 
-    traj = finetune(
-        args.src, method=args.method, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, dest=args.out,
-        progress=not args.no_progress,
-    )  # fmt: skip
+    control = TrainControl(device=args.device, progress=not args.no_progress)
+    traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, dest=args.out, control=control)
     accs = " ".join(f"{100 * a:5.1f}" for a in traj.metrics("val_acc"))
-    print(
-        f"fine-tuned from {traj.checkpoints[0]['name']}: val accuracy (%) per epoch {accs}   -> {traj.path}"
-    )
+    print(f"fine-tuned from {traj.checkpoints[0]['name']}: val accuracy (%) per epoch {accs}   -> {traj.path}")
     return 0
 
 
 def _match(args: argparse.Namespace) -> int:
-    res = align(args.a, args.b, seed=args.seed, restarts=args.restarts)
+    from transfer.align import align
+    from transfer.engine import open_trajectory
+    from zoo.models import build, example_inputs
+
+    model_id = open_trajectory(args.a, "run A").model
+    res = align(args.a, args.b, model=build(model_id), example_inputs=example_inputs(model_id), seed=args.seed,
+                restarts=args.restarts)  # fmt: skip
     print(f"weight matching {args.b} onto {args.a}: {len(res['perm'])} groups, {res['lsa_calls']} LSA calls, "
           f"{res['seconds']:.2f} s")  # fmt: skip
     print(f"  objective <A, pi B>      {res['objective']:.6g}")
@@ -145,15 +158,10 @@ def _match(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        return {"run": _run, "finetune": _finetune, "match": _match}[args.command](args)
-    except (TransferError, TrajectoryError, ValueError, KeyError, FloatingPointError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"transfer: error: {msg}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    command = {"run": _run, "finetune": _finetune, "match": _match}[args.command]
+    hint = "; run the same command again to resume after the last finished step" if args.command != "match" else ""
+    return run_command("transfer", command, args, resume_hint=hint)
 
 
 if __name__ == "__main__":

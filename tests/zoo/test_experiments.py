@@ -8,20 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
+from zoo.cli.experiments import main, parse_sets
 from zoo.errors import ZooError
 from zoo.experiments import EXPERIMENTS
-from zoo.experiments.cli import main, parse_sets, run_experiment
 from zoo.experiments.common import deep_merge, load_config
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from zoo.experiments.runner import run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +127,7 @@ def test_set_overrides_and_bad_names(capsys):
     assert main(["fig5a", "--set", "novalue"]) == 2
     assert main(["list"]) == 0
     assert "fig5a" in capsys.readouterr().out
-    from zoo.cli import main as zoo_main
+    from zoo.cli.zoo import main as zoo_main
 
     assert zoo_main(["experiment", "list"]) == 0  # `zoo experiment NAME` is the same command
     assert "connectivity" in capsys.readouterr().out

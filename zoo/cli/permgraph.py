@@ -2,15 +2,14 @@
 
 MODEL is a model id: ``torchvision:resnet18``, ``timm:vit_tiny_patch16_224``,
 ``hf:gpt2?n_layer=2&n_embd=64``, ``zoo:conv8?width=0.25`` or ``package.module:factory``.
-Ids are resolved by ``zoo.models.build`` at run time (the library itself never imports
-zoo). Exit codes: 0 success, 1 verify failed, 2 bad input (unknown model, untraceable).
+This command line is the top layer: it resolves ids with ``zoo.models``; the ``permgraph`` library
+itself never imports zoo. Exit codes: 0 success, 1 verify failed, 2 bad input (unknown model,
+untraceable), 3 internal error.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
 import time
 from pathlib import Path
@@ -20,34 +19,30 @@ import torch
 
 import permgraph
 from permgraph.draw import save_png, spec_table, to_dot
+from zoo.cli.common import add_common_flags, run_command
+from zoo.errors import ZooError
 
 __all__ = ["main"]
 
 
-class CliError(Exception):
-    pass
-
-
 def _load(model_id: str, input_shape: str | None, seed: int) -> tuple[torch.nn.Module, tuple, dict]:
-    try:
-        zoo_models = importlib.import_module("zoo.models")
-    except ImportError as e:  # pragma: no cover - zoo ships in the same distribution
-        raise CliError(f"cannot resolve model ids without the zoo package: {e}") from e
+    from zoo import models as zoo_models
+
     torch.manual_seed(seed)
     try:
         model = zoo_models.build(model_id)
-    except Exception as e:
-        raise CliError(f"cannot build {model_id!r}: {e}") from e
+    except (TypeError, ValueError) as e:  # a constructor refusing the id's arguments
+        raise ZooError(f"cannot build {model_id!r}: {e}") from e
     if input_shape:
         try:
             shape = tuple(int(s) for s in input_shape.replace("x", ",").split(",") if s)
         except ValueError as e:
-            raise CliError(f"--input-shape must look like 1,3,224,224, got {input_shape!r}") from e
+            raise ZooError(f"--input-shape must look like 1,3,224,224, got {input_shape!r}") from e
         return model, (torch.randn(*shape),), {}
     try:
         inputs = zoo_models.example_inputs(model_id)
     except Exception as e:
-        raise CliError(f"no default inputs for {model_id!r} ({e}); pass --input-shape") from e
+        raise ZooError(f"no default inputs for {model_id!r} ({e}); pass --input-shape") from e
     kwargs: dict[str, Any] = {}
     if isinstance(inputs, dict):
         return model, (), inputs
@@ -108,7 +103,7 @@ def _verify(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="permgraph", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_common_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("model", help="model id, e.g. torchvision:resnet18 or zoo:conv8?width=0.25")
@@ -125,12 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=1)
     p.set_defaults(fn=_verify)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    try:
-        return args.fn(args)
-    except (CliError, permgraph.TraceError, ValueError) as e:
-        print(f"permgraph: error: {e}", file=sys.stderr)
-        return 2
+    return run_command("permgraph", args.fn, args)
 
 
 if __name__ == "__main__":

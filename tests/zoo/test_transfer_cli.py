@@ -5,27 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from transfer.cli import main
-from zoo.train import train
+from zoo.cli.transfer import main
+from zoo.train import TrainControl, TrainRecipe, train
 
 MODEL = "zoo:mlp2?width=8&in_features=32&num_classes=4"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for seed in (1, 2):
-        train(MODEL, "synthetic", epochs=2, lr=0.1, seed=seed, out=root / f"s{seed}", progress=False)
+        recipe = TrainRecipe(epochs=2, lr=0.1)
+        train(MODEL, "synthetic", recipe, seed=seed, out=root / f"s{seed}", control=TrainControl(progress=False))
     return root
 
 

@@ -1,4 +1,5 @@
-"""GMT / FGMT / Naive / Oracle: planted permutations, identities between methods, bad inputs, resume."""
+"""GMT / FGMT / Naive / Oracle / Random through the engine: planted permutations, identities between
+methods, bad inputs, resume."""
 
 from __future__ import annotations
 
@@ -12,20 +13,14 @@ import torch.nn.functional as F
 
 import permgraph
 from permgraph.apply import apply, random_permutation
-from transfer.methods import TransferError, run_transfer
+from transfer.engine import TransferEngine, TransferError
+from transfer.options import TransferOptions
 from transfer.trajectory import LinearTrajectory, Trajectory, TrajectoryWriter
 from zoo.models import build
 
 MLP = "zoo:mlp2?width=12&in_features=6&num_classes=3"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster than two fighting over a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass
@@ -58,13 +53,16 @@ def record(path: Path, model_id: str, seed: int, data: Tiny, steps: int = 3, lr:
     return Trajectory(path)
 
 
-def run(method: str, src, init, data, tmp_path: Path | None = None, **kw) -> dict:
-    kw.setdefault("grad_batches", 2)
-    kw.setdefault("batch_size", 16)
-    kw.setdefault("bn_batches", 2)
-    kw.setdefault("T", 2)
-    kw.setdefault("eval_batch_size", 64)
-    return run_transfer(method, src, init, data, progress=False, out=tmp_path, **kw)
+def run(method: str, src, init, data, out: Path | None = None, *, model=None, spec=None, loss_fn=None,
+        callback=None, target=None, model_id: str = MLP, **options) -> dict:
+    """One transfer through the engine with tiny defaults; an int ``init`` is a seeded fresh init."""
+    options = {"grad_batches": 2, "batch_size": 16, "bn_batches": 2, "T": 2, "eval_batch_size": 64,
+               "progress": False, **options}  # fmt: skip
+    if isinstance(init, int):
+        torch.manual_seed(init)
+        init = build(model_id).state_dict()
+    engine = TransferEngine(model or build(model_id), data, TransferOptions(**options), loss_fn=loss_fn, spec=spec)
+    return engine.run(method, src, init, target=target, out=out, callback=callback)
 
 
 PLANTED = [
@@ -96,7 +94,7 @@ def test_gmt_and_fgmt_recover_a_planted_permutation(tmp_path, model_id, shape, c
     params = [n for n, _ in model.named_parameters()]
     for method in ("gmt", "fgmt"):
         out = tmp_path / "out"
-        res = run(method, src, target_init, data, out, model=model, spec=spec, linear=linear, T=2)
+        res = run(method, src, target_init, data, out, model=model, spec=spec, linear=linear, T=2, model_id=model_id)
         traj = Trajectory(out / method)
         source_t = LinearTrajectory(theta1_0, src.final(), 2) if linear else None
         for t in range(3):
@@ -195,6 +193,8 @@ def test_bad_inputs_fail_clearly_and_write_nothing(tmp_path):
     conv = "zoo:conv8?width=0.125&num_classes=3"
     with pytest.raises(TransferError, match="architecture"):
         run("fgmt", src, build(conv).state_dict(), data, out)
+    with pytest.raises(TransferError, match="unknown method 'sgd'"):
+        run("sgd", src, 1, data, out)
     with pytest.raises(TransferError, match="does not exist"):
         run("fgmt", tmp_path / "nowhere", 1, data, out)
     (tmp_path / "src" / "ckpt_0000002.safetensors").unlink()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from permgraph.cli import main
 from permgraph.spec import PermSpec
+from zoo.cli.permgraph import main
 
 
 def test_inspect_table_lists_groups(capsys):

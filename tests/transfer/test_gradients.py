@@ -7,16 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transfer.gradients import SyncedGradients, default_loss
+from transfer.data import TensorData
+from transfer.evaluation import default_loss
+from transfer.gradients import SyncedGradients
+from transfer.options import TransferOptions
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster than two fighting over a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def synced(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **options) -> SyncedGradients:
+    """SyncedGradients over (x, y) used as both the training and the validation split."""
+    return SyncedGradients(model, TensorData("tiny", (x, y), (x, y)), TransferOptions(**options))
 
 
 def tiny_data(n: int = 96, d: int = 5, classes: int = 3, seed: int = 0):
@@ -32,8 +31,8 @@ def mlp(seed: int, bn: bool = False) -> nn.Module:
 
 def test_same_batches_for_same_k_and_rerun():
     x, y = tiny_data()
-    a = SyncedGradients(mlp(0), x, y, grad_batches=3, batch_size=8, seed=5)
-    b = SyncedGradients(mlp(1), x, y, grad_batches=3, batch_size=8, seed=5)
+    a = synced(mlp(0), x, y, grad_batches=3, batch_size=8, seed=5)
+    b = synced(mlp(1), x, y, grad_batches=3, batch_size=8, seed=5)
     for k in (1, 2):
         assert all(torch.equal(p, q) for p, q in zip(a.batches(k), b.batches(k)))
     assert not torch.equal(torch.cat(a.batches(1)), torch.cat(a.batches(2)))
@@ -46,7 +45,7 @@ def test_same_batches_for_same_k_and_rerun():
 def test_gradient_is_the_mean_cross_entropy_over_the_chosen_batches():
     x, y = tiny_data()
     model = mlp(0)
-    sg = SyncedGradients(model, x, y, grad_batches=2, batch_size=16, seed=1)
+    sg = synced(model, x, y, grad_batches=2, batch_size=16, seed=1)
     state = {k: v.clone() for k, v in mlp(7).state_dict().items()}
     got = sg.gradient(state, 3)
     ref = mlp(7)
@@ -60,19 +59,19 @@ def test_gradient_is_the_mean_cross_entropy_over_the_chosen_batches():
 def test_nan_gradient_names_the_parameter():
     x, y = tiny_data()
     model = mlp(0)
-    sg = SyncedGradients(model, x, y, grad_batches=1, batch_size=8)
+    sg = synced(model, x, y, grad_batches=1, batch_size=8)
     model[2].weight.register_hook(lambda g: g * float("nan"))
     with pytest.raises(FloatingPointError, match=r"'2\.weight'"):
         sg.gradient(mlp(1).state_dict(), 0)
     bad = mlp(1).state_dict()
     bad["0.bias"][0] = float("inf")
     with pytest.raises(FloatingPointError, match=r"0\.bias"):
-        SyncedGradients(mlp(0), x, y, grad_batches=1, batch_size=8).gradient(bad, 0)
+        synced(mlp(0), x, y, grad_batches=1, batch_size=8).gradient(bad, 0)
 
 
 def test_batchnorm_stats_are_the_exact_average_over_bn_batches():
     x, y = tiny_data()
-    sg = SyncedGradients(mlp(0, bn=True), x, y, batch_size=16, bn_batches=3, seed=2)
+    sg = synced(mlp(0, bn=True), x, y, batch_size=16, bn_batches=3, seed=2)
     state = mlp(4, bn=True).state_dict()
     state["1.running_mean"] += 5.0  # stale stats must not survive
     new = sg.reestimate_bn(state)
@@ -81,7 +80,7 @@ def test_batchnorm_stats_are_the_exact_average_over_bn_batches():
     torch.testing.assert_close(new["1.running_mean"], torch.stack([t.mean(0) for t in h]).mean(0))
     torch.testing.assert_close(new["1.running_var"], torch.stack([t.var(0) for t in h]).mean(0))
     assert sg.bn[0].momentum == 0.1, "momentum restored"
-    loss, acc = sg.evaluate(state, x, y)
+    loss, acc = sg.evaluate(state)
     assert 0.0 <= acc <= 1.0 and loss > 0
 
 
@@ -93,9 +92,9 @@ def test_language_model_logits_against_token_targets():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 16, (12, 8), generator=g)
     y = torch.roll(x, -1, dims=1)
-    sg = SyncedGradients(model, x, y, grad_batches=2, batch_size=4)
+    sg = synced(model, x, y, grad_batches=2, batch_size=4)
     grads = sg.gradient(model.state_dict(), 1)
     assert set(grads) == {n for n, _ in model.named_parameters()}
     assert default_loss(model(x[:2]), y[:2]).ndim == 0
-    _, acc = sg.evaluate(model.state_dict(), x, y)
+    _, acc = sg.evaluate(model.state_dict())
     assert 0.0 <= acc <= 1.0

@@ -12,15 +12,6 @@ from permgraph.spec import Group, Member, PermSpec
 from transfer.matching import Matcher, permuted_distance, weight_matching
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster than two fighting over a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def plain(param: str, axis: int, shape: tuple[int, ...]) -> Member:
     n = shape[axis]
     return Member(param, axis, n, sizes=(n,), strides=(1,), group_dim=0)

@@ -3,6 +3,7 @@
     zoo train --model mlp2 --data mnist --epochs 15 --lr 0.01 --seed 101 --out runs/src
     zoo models
     zoo data mnist
+    zoo experiment NAME        (= python -m zoo.experiments NAME)
 
 Errors print one clear line and exit with status 2 (no traceback).
 """
@@ -11,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import logging
 import sys
 
-from transfer.trajectory import TrajectoryError
-from zoo.errors import ZooError
+from zoo.cli.common import add_common_flags, run_command
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 
 def _checkpoint_every(text: str) -> str | int:
@@ -32,36 +31,49 @@ def _checkpoint_every(text: str) -> str | int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def add_recipe_flags(p: argparse.ArgumentParser, *, epochs_required: bool = True, lr_default: float | None = None) -> None:
+    """The training-recipe flags shared by ``zoo train`` and ``transfer finetune``."""
+    p.add_argument("--epochs", type=int, required=epochs_required, default=None if epochs_required else 1)
+    p.add_argument("--lr", type=float, required=lr_default is None, default=lr_default)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.0)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="skip the dataset's augmentation")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def recipe_from(args: argparse.Namespace, checkpoint_every: str | int = "epoch"):
+    from zoo.train import TrainRecipe
+
+    return TrainRecipe(
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        weight_decay=args.weight_decay, schedule=args.schedule, batch_size=args.batch_size,
+        checkpoint_every=checkpoint_every, augment=args.augment,
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description=__doc__.split("\n")[0])
+    add_common_flags(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and record its trajectory")
-    t.add_argument(
-        "--model", required=True, help="model id, e.g. mlp2, zoo:conv8?width=0.25, torchvision:resnet18"
-    )
+    t.add_argument("--model", required=True, help="model id, e.g. mlp2, zoo:conv8?width=0.25, torchvision:resnet18")
     t.add_argument("--data", required=True, help="dataset name (see `zoo data --list`)")
     t.add_argument("--data-root", default=None, help="folder with the dataset files (CIFAR, idx files)")
-    t.add_argument("--epochs", type=int, required=True)
-    t.add_argument("--lr", type=float, required=True)
     t.add_argument("--seed", type=int, required=True)
     t.add_argument("--out", required=True, help="trajectory folder (re-run the same command to resume)")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.0)
-    t.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    t.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
-    t.add_argument(
-        "--checkpoint-every", type=_checkpoint_every, default="epoch", help="'epoch' or N iterations"
-    )
+    add_recipe_flags(t)
+    t.add_argument("--checkpoint-every", type=_checkpoint_every, default="epoch", help="'epoch' or N iterations")
     t.add_argument("--subset", type=int, default=None, help="train on the first N training samples only")
     t.add_argument("--width", type=float, default=None, help="width multiplier / hidden size of a zoo model")
     t.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sub.add_parser("models", help="list the zoo's models")
-    # `zoo experiment NAME ...` is `python -m zoo.experiments NAME ...` (zoo/experiments/cli.py)
+    # `zoo experiment NAME ...` is `python -m zoo.experiments NAME ...` (zoo/cli/experiments.py)
     sub.add_parser("experiment", help="run a paper reproduction (zoo experiment list)", add_help=False)
 
     d = sub.add_parser("data", help="load a dataset and print its sizes")
@@ -71,36 +83,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train(args: argparse.Namespace) -> int:
+def _model_id(args: argparse.Namespace) -> str:
     from zoo.models import canonical_id, parse_model_id
-    from zoo.train import train
 
     overrides: dict = {}
     if args.width is not None:
-        source, name, _ = parse_model_id(args.model)
-        width = int(args.width) if args.width.is_integer() and name == "mlp2" else args.width
-        overrides["width"] = width
+        _, name, _ = parse_model_id(args.model)
+        overrides["width"] = int(args.width) if args.width.is_integer() and name == "mlp2" else args.width
     if args.num_classes is not None:
         overrides["num_classes"] = args.num_classes
-    model_id = canonical_id(args.model, **overrides)
-    traj = train(
-        model_id,
-        args.data,
-        epochs=args.epochs,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        schedule=args.schedule,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        out=args.out,
-        checkpoint_every=args.checkpoint_every,
-        subset=args.subset,
-        device=args.device,
-        data_root=args.data_root,
-        progress=not args.no_progress,
-    )
+    return canonical_id(args.model, **overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from zoo.data import load
+    from zoo.train import TrainControl, train
+
+    recipe = recipe_from(args, args.checkpoint_every)
+    data = load(args.data, args.data_root, subset=args.subset)
+    control = TrainControl(device=args.device, progress=not args.no_progress)
+    traj = train(_model_id(args), data, recipe, seed=args.seed, out=args.out, control=control)
     print(f"trajectory {traj.path}: model {traj.model}, {len(traj)} checkpoints, complete={traj.complete}")
     print(f"{'name':>10} {'step':>8} {'epoch':>6} {'val_loss':>9} {'val_acc':>8}")
     for c in traj.checkpoints:
@@ -112,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models() -> int:
+def _models(args: argparse.Namespace) -> int:
     from zoo.models import ZOO
 
     for name, factory in ZOO.items():
@@ -135,23 +137,13 @@ def _data(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["experiment"]:
-        from zoo.experiments.cli import main as experiment_main
+        from zoo.cli.experiments import main as experiment_main
 
         return experiment_main(argv[1:])
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "models":
-            return _models()
-        return _data(args)
-    except (ZooError, TrajectoryError, FileNotFoundError, ImportError) as e:
-        print(f"zoo: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("zoo: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)
+    command = {"train": _train, "models": _models, "data": _data}[args.command]
+    hint = "; re-run the same command to resume from the last checkpoint" if args.command == "train" else ""
+    return run_command("zoo", command, args, resume_hint=hint)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The zoo command line trains, lists and describes, and reports errors with exit status 2."""
 
-from zoo.cli import main
+from zoo.cli.zoo import main
 
 
 def test_train_prints_the_trajectory_and_resumes_to_a_no_op(tmp_path, capsys):

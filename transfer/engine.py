@@ -1,0 +1,418 @@
+"""The transfer engine: one loop for every method, with evaluation, resume files and outputs.
+
+For t = 0..T the registered method (:mod:`transfer.methods`) chooses ``pi_t``; the engine evaluates
+
+    theta_2^t = theta_2^0 + pi_t (theta_1^t - theta_1^0)
+
+on the validation split (BatchNorm statistics re-estimated first, as the paper does), commits the
+step to the run's store, and at the end writes the transferred trajectory ``OUT/<method>/`` and the
+method's entry of ``OUT/results.json``.
+
+The engine takes objects: an ``nn.Module`` (its architecture; its weights are not used), data with
+training and validation splits (:func:`transfer.data.as_transfer_data`), a loss, and trajectories.
+Model ids and dataset names are resolved by the caller (``zoo``, the command lines).
+
+Example (a tiny run; see the user guide for a real one)::
+
+    engine = TransferEngine(model, data, TransferOptions(T=5))
+    result = engine.run("fgmt", "runs/src", "runs/tgt", out="runs/transfer")
+    result["val_acc"], result["best_t"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import permgraph
+from permgraph.spec import PermSpec
+from transfer.context import SourcePoints, TransferContext, transferred_state
+from transfer.data import as_transfer_data
+from transfer.evaluation import LossFn
+from transfer.gradients import SyncedGradients
+from transfer.methods import TransferMethod, get_method
+from transfer.options import TransferOptions
+from transfer.results import TransferError, load_results, merge_result
+from transfer.store import MemoryStore, RunStore
+from transfer.trajectory import Trajectory, TrajectoryError, TrajectoryWriter, schedule_lambdas
+
+__all__ = ["TransferEngine", "TransferError", "run_transfer", "transferred_state", "state_sha"]
+
+log = logging.getLogger(__name__)
+
+State = dict[str, torch.Tensor]
+TargetInit = Mapping[str, torch.Tensor] | Trajectory | str | os.PathLike
+Callback = Callable[[int, dict], None]
+
+
+def state_sha(state: Mapping[str, torch.Tensor]) -> str:
+    """A short content hash of a state dict (keys and tensor bytes, in key order)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
+    for k, v in state.items():
+        if torch.is_floating_point(v) and not torch.isfinite(v).all():
+            raise TransferError(f"{what} holds NaN/inf in {k!r}; it cannot be transferred")
+
+
+def _check_same_architecture(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str) -> None:
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        raise TransferError(
+            f"{what} does not match the source's architecture: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}; pass a state of the same model as the source trajectory"
+        )
+    for k, v in expected.items():
+        if tuple(v.shape) != tuple(got[k].shape):
+            raise TransferError(
+                f"{what}: {k!r} has shape {tuple(got[k].shape)}, the source has {tuple(v.shape)} "
+                "(another width or class count?)"
+            )
+
+
+def open_trajectory(traj: Trajectory | str | os.PathLike, what: str) -> Trajectory:
+    """A :class:`Trajectory`, with a missing or corrupt folder reported as a :class:`TransferError`."""
+    if isinstance(traj, Trajectory):
+        return traj
+    try:
+        return Trajectory(traj)
+    except TrajectoryError as e:
+        raise TransferError(f"{what}: {e}") from e
+
+
+class TransferEngine:
+    """Transfers trajectories of one architecture on one dataset; several methods share its spec.
+
+    ``model`` gives the architecture (it is used as a scratch module; its own weights are never
+    read). ``spec`` defaults to ``permgraph.infer(model, two training inputs)``, inferred once.
+    ``loss_fn(outputs, targets)`` must be a mean (default: cross-entropy).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        options: TransferOptions | None = None,
+        *,
+        loss_fn: LossFn | None = None,
+        spec: PermSpec | None = None,
+    ) -> None:
+        self.model = model
+        self.data = as_transfer_data(data)
+        self.options = options or TransferOptions()
+        self.loss_fn = loss_fn
+        self._spec = spec
+        self.param_keys = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+
+    @property
+    def spec(self) -> PermSpec:
+        if self._spec is None:
+            self._spec = permgraph.infer(self.model, self.data.example_inputs())
+        return self._spec
+
+    def run(
+        self,
+        method: str,
+        source: Trajectory | str | os.PathLike,
+        target_init: TargetInit,
+        *,
+        target: Trajectory | str | os.PathLike | None = None,
+        out: str | os.PathLike | None = None,
+        callback: Callback | None = None,
+    ) -> dict:
+        """Transfer ``source`` onto ``target_init`` (a state dict, or a run whose first checkpoint
+        is the init) with ``method``; returns the method's entry of ``results.json``. ``target``:
+        the real target run (Oracle). ``out``: where the transferred trajectory, ``results.json`` and
+        the resume state go (None: nothing is written). ``callback(t, record)`` runs after each step."""
+        cls = _method_class(method)
+        src = self._source(source)
+        theta2_0, init_desc = self._target_init(target_init)
+        tgt = self._target_run(cls, target, theta2_0)
+        setting = self._setting(cls.name, src, init_desc, theta2_0, tgt)
+        out_path = Path(out) if out is not None else None
+        if out_path is not None:
+            _check_results_setting(out_path, setting)
+        store = RunStore(out_path / ".state" / cls.name) if out_path is not None else MemoryStore()
+        ctx = TransferContext(
+            spec=self.spec,
+            options=self.options,
+            gradients=SyncedGradients(self.model, self.data, self.options, loss_fn=self.loss_fn),
+            source=SourcePoints(src, self.param_keys, self.options),
+            theta2_0=theta2_0,
+            store=store,
+            target=tgt,
+        )
+        record = _Loop(cls(ctx), setting, out_path).run(callback)
+        return _Outputs(ctx, setting, record, out_path).write()
+
+    # ---- inputs ---------------------------------------------------------------------
+    def _source(self, source: Trajectory | str | os.PathLike) -> Trajectory:
+        src = open_trajectory(source, "source trajectory")
+        if len(src) < 2:
+            raise TransferError(f"source trajectory {src.path} has {len(src)} checkpoint(s); it needs init and final")
+        theta1_0 = src.init()
+        _check_same_architecture(self.model.state_dict(), theta1_0, f"source trajectory {src.path} (model {src.model!r})")
+        _check_finite(theta1_0, "the source init")
+        _check_finite(src.final(), "the source's final checkpoint")
+        return src
+
+    def _target_init(self, target_init: TargetInit) -> tuple[State, str]:
+        if isinstance(target_init, Mapping):
+            theta2_0, desc = {k: v.detach().cpu().clone() for k, v in target_init.items()}, "state_dict"
+        else:
+            run = open_trajectory(target_init, "target init")
+            theta2_0, desc = run.init(), str(run.path)
+        _check_same_architecture(self.model.state_dict(), theta2_0, "the target init")
+        _check_finite(theta2_0, "the target init")
+        return theta2_0, desc
+
+    def _target_run(self, cls: type[TransferMethod], target: Any, theta2_0: State) -> Trajectory | None:
+        if not cls.needs_target:
+            return None
+        if target is None:
+            raise TransferError(f"{cls.name} needs the real target run: pass target= (CLI: --target RUN)")
+        tgt = open_trajectory(target, "target run")
+        _check_same_architecture(self.model.state_dict(), tgt.final(), f"target run {tgt.path}")
+        t_init = tgt.init()
+        if any(not torch.equal(t_init[k], theta2_0[k]) for k in theta2_0 if torch.is_floating_point(theta2_0[k])):
+            raise TransferError(
+                f"the target run {tgt.path} did not start from the given target init; {cls.name} compares "
+                "changes from the same init (pass --target-init the same run)"
+            )
+        return tgt
+
+    def _setting(self, method: str, src: Trajectory, init_desc: str, theta2_0: State, tgt: Trajectory | None) -> dict:
+        """Everything that determines a method's numbers; a resumed run must match it exactly."""
+        return {
+            "method": method,
+            "model": src.model,
+            "data": self.data.name,
+            "source": str(src.path),
+            "target_init": init_desc,
+            "target_init_sha": state_sha(theta2_0),
+            **self.options.setting(),
+            "target": str(tgt.path) if tgt is not None else None,
+        }
+
+
+def _method_class(method: str) -> type[TransferMethod]:
+    try:
+        return get_method(method)
+    except ValueError as e:
+        raise TransferError(str(e)) from None
+
+
+def shared_setting(setting: Mapping[str, Any]) -> dict:
+    """The fields every method in one ``results.json`` must share."""
+    return {k: v for k, v in setting.items() if k not in ("method", "target")}
+
+
+def _check_results_setting(out: Path, setting: Mapping[str, Any]) -> None:
+    existing = load_results(out)
+    if existing is not None and existing.get("setting") != shared_setting(setting):
+        raise TransferError(
+            f"{out / 'results.json'} holds results of another setting ({existing.get('setting')}); "
+            "use another --out or delete it"
+        )
+
+
+class _Loop:
+    """Steps 0..T of one method: resume, choose pi_t, evaluate, commit."""
+
+    def __init__(self, method: TransferMethod, setting: dict, out: Path | None) -> None:
+        self.method, self.ctx, self.setting, self.out = method, method.ctx, setting, out
+
+    def run(self, callback: Callback | None) -> dict:
+        store = self.ctx.store
+        record = store.load_record(self.setting)
+        fresh = record is None
+        if record is None:
+            record = _new_record(self.setting)
+        else:
+            log.info("resuming %s after step %d", self.setting["method"], record["done"])
+        created = [p for p in (self.out, self.out / ".state") if not p.exists()] if store.persistent else []
+        try:
+            self._steps(record, callback)
+        except (ValueError, FloatingPointError, TrajectoryError):
+            # deterministic failures: a rerun would fail the same way, so leave nothing behind
+            if fresh:
+                store.discard()
+                for folder in reversed(created):  # only folders this call made, innermost first
+                    _remove_empty(folder)
+            raise
+        return record
+
+    def _steps(self, record: dict, callback: Callback | None) -> None:
+        ctx, T, done = self.ctx, self.ctx.options.T, record["done"]
+        perms = {t: ctx.store.load_perm(t) for t in range(done + 1)}
+        self.method.resume(done)
+        bar = tqdm(total=T + 1, initial=done + 1, desc=self.setting["method"], disable=not ctx.options.progress,
+                   leave=False)  # fmt: skip
+        for t in range(done + 1, T + 1):
+            t0, solve0 = time.perf_counter(), ctx.solve_seconds
+            perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
+            ctx.store.save_perm(t, perm)
+            perms[t] = perm
+            record["seconds"] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            loss, acc = self._evaluate(t, ctx.theta2(perm, t))
+            record["eval_seconds"] += time.perf_counter() - t1
+            _commit_step(record, t, T, loss, acc, ctx)
+            ctx.store.commit(record)
+            bar.update(1)
+            bar.set_postfix(val_acc=f"{acc:.4f}", solve=f"{ctx.solve_seconds - solve0:.1f}s")
+            if callback is not None:
+                callback(t, dict(record))
+        bar.close()
+
+    def _evaluate(self, t: int, theta: State) -> tuple[float, float]:
+        """Val (loss, acc) of step t after BatchNorm re-estimation; the re-estimated statistics go
+        to the store so the saved trajectory reuses them instead of recomputing."""
+        sg = self.ctx.gradients
+        if sg.bn:
+            theta = sg.reestimate_bn(theta)
+            self.ctx.store.save_bn(t, {k: theta[k] for k in _bn_keys(self.ctx)})
+        return sg.evaluate(theta, reestimate=False)
+
+
+def _new_record(setting: Mapping[str, Any]) -> dict:
+    return {
+        "setting": dict(setting),
+        "done": -1,
+        "val_acc": [],
+        "val_loss": [],
+        "seconds": 0.0,
+        "eval_seconds": 0.0,
+        "lsa_calls": 0,
+        "lsa_seconds": 0.0,
+        "complete": False,
+    }
+
+
+def _commit_step(record: dict, t: int, T: int, loss: float, acc: float, ctx: TransferContext) -> None:
+    record["val_loss"].append(loss)
+    record["val_acc"].append(acc)
+    record["lsa_calls"] += ctx.totals.lsa_calls
+    record["lsa_seconds"] += ctx.totals.lsa_seconds
+    ctx.totals.lsa_calls, ctx.totals.lsa_seconds = 0, 0.0
+    record["done"] = t
+    record["complete"] = t == T
+
+
+def _bn_keys(ctx: TransferContext) -> list[str]:
+    sg = ctx.gradients
+    prefixes = {name for name, m in sg.model.named_modules() if m in sg.bn}
+    return [k for k in ctx.theta2_0 if k.rsplit(".", 1)[0] in prefixes and k not in ctx.param_keys]
+
+
+def _remove_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+class _Outputs:
+    """The transferred trajectory folder and the method's entry in ``results.json``."""
+
+    def __init__(self, ctx: TransferContext, setting: dict, record: dict, out: Path | None) -> None:
+        self.ctx, self.setting, self.record, self.out = ctx, setting, record, out
+
+    def result(self) -> dict:
+        rec, options = self.record, self.ctx.options
+        acc = rec["val_acc"]
+        result = {
+            "t": list(range(options.T + 1)),
+            "val_acc": acc,
+            "val_loss": rec["val_loss"],
+            "best_t": max(range(len(acc)), key=lambda i: (acc[i], -i)),
+            "seconds": rec["seconds"],
+            "eval_seconds": rec["eval_seconds"],
+            "lsa_calls": rec["lsa_calls"],
+            "lsa_seconds": rec["lsa_seconds"],
+        }
+        if options.linear:
+            result["lambdas"] = schedule_lambdas(options.T, options.schedule)
+        else:
+            result["source_steps"] = self.ctx.source.steps()
+        if self.setting["target"] is not None:
+            result["target"] = self.setting["target"]
+        return result
+
+    def write(self) -> dict:
+        result = self.result()
+        if self.out is None:
+            return result
+        self._write_trajectory()
+        merge_result(self.out, shared_setting(self.setting), self.setting["method"], result)
+        return result
+
+    def saved_state(self, t: int) -> State:
+        """theta_2^t as saved: transferred parameters, target buffers, re-estimated BN statistics."""
+        ctx = self.ctx
+        theta = ctx.theta2(ctx.store.load_perm(t), t)
+        if ctx.gradients.bn:
+            stats = ctx.store.load_bn(t)
+            theta.update(stats if stats is not None else ctx.gradients.reestimate_bn(theta))
+        return theta
+
+    def _write_trajectory(self) -> None:
+        method, T = self.setting["method"], self.ctx.options.T
+        folder = self.out / method
+        tmp = Path(tempfile.mkdtemp(prefix=f".{method}.", dir=self.out))
+        try:
+            writer = TrajectoryWriter(tmp, model=self.setting["model"], data=self.setting["data"],
+                                      seed=self.setting["seed"], config=self.setting)  # fmt: skip
+            for t in range(T + 1):
+                metrics = {"val_acc": self.record["val_acc"][t], "val_loss": self.record["val_loss"][t]}
+                writer.save(self.saved_state(t), step=t, epoch=float(t), name=f"t{t}", metrics=metrics)
+            writer.finish()
+            _replace_folder(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+        os.replace(new, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, folder)
+
+
+def run_transfer(
+    method: str,
+    source: Trajectory | str | os.PathLike,
+    target_init: TargetInit,
+    *,
+    model: nn.Module,
+    data: Any,
+    options: TransferOptions | None = None,
+    target: Trajectory | str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+) -> dict:
+    """One method's transfer (see :class:`TransferEngine`; build an engine to run several methods
+    with one inferred spec, or to pass a loss, a spec or a per-step callback)."""
+    engine = TransferEngine(model, data, options)
+    return engine.run(method, source, target_init, target=target, out=out)

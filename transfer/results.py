@@ -1,0 +1,60 @@
+"""``OUT/results.json``: one entry per method, all of one setting.
+
+::
+
+    {"setting": {model, data, source, target_init, T, schedule, ...},
+     "methods": {"fgmt": {"t": [...], "val_acc": [...], "val_loss": [...], "best_t": 3, ...}, ...}}
+
+Accuracies are fractions. Methods are added one at a time; a method of another setting is refused,
+so the numbers side by side in one file are always comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from transfer.files import atomic_write_json
+
+__all__ = ["TransferError", "load_results", "merge_result", "best_method"]
+
+RESULTS = "results.json"
+
+
+class TransferError(ValueError):
+    """Inputs that cannot be transferred (wrong architecture, missing target run, bad out folder)."""
+
+
+def load_results(out: str | os.PathLike) -> dict | None:
+    """The ``results.json`` of an output folder, or None if there is none yet."""
+    path = Path(out) / RESULTS
+    if not path.exists():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TransferError(f"{path} is not readable JSON ({e}); move it away or use another --out") from e
+    if not isinstance(results, dict) or not isinstance(results.get("methods"), dict):
+        raise TransferError(f"{path} is not a transfer results file (no 'methods' table); use another --out")
+    return results
+
+
+def merge_result(out: Path, setting: Mapping[str, Any], method: str, result: Mapping[str, Any]) -> dict:
+    """Add (or replace) ``method``'s entry in ``out/results.json``; refuses another setting."""
+    results = load_results(out) or {"setting": dict(setting), "methods": {}}
+    if results.get("setting") != dict(setting):
+        raise TransferError(f"{out / RESULTS} holds results of another setting; use another --out")
+    results["methods"][method] = dict(result)
+    atomic_write_json(out / RESULTS, results)
+    return results
+
+
+def best_method(results: Mapping[str, Any]) -> str:
+    """The method whose best transferred point has the highest validation accuracy."""
+    methods = results.get("methods", {})
+    if not methods:
+        raise TransferError("results.json lists no method; run `transfer run` first")
+    return max(methods, key=lambda m: methods[m]["val_acc"][methods[m]["best_t"]])

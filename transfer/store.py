@@ -1,0 +1,141 @@
+"""The resume files of one method's transfer, in one place: ``OUT/.state/<method>/``.
+
+A transfer commits after every step: the step's permutation (and whatever the method keeps, such as
+FGMT's gradient pair, and the re-estimated BatchNorm statistics) go to safetensors files first, then
+``state.json`` is replaced atomically. ``state.json`` is the only index: a rerun continues after the
+last step it records, and files of a step it does not record are simply written again.
+
+:class:`MemoryStore` is the same interface for a transfer without an output folder: it keeps the
+permutations and BatchNorm statistics in memory and persists nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+
+from permgraph.apply import Permutation
+from transfer.files import atomic_write_bytes, atomic_write_json
+
+__all__ = ["RunStore", "MemoryStore", "StoreError"]
+
+State = dict[str, torch.Tensor]
+
+
+class StoreError(ValueError):
+    """Resume state that belongs to another setting, or that cannot be read."""
+
+
+class MemoryStore:
+    """Permutations and BatchNorm statistics of a transfer that writes nothing."""
+
+    persistent = False
+
+    def __init__(self) -> None:
+        self._perms: dict[int, Permutation] = {}
+        self._bn: dict[int, State] = {}
+
+    def load_record(self, setting: Mapping[str, Any]) -> dict | None:
+        return None
+
+    def commit(self, record: Mapping[str, Any]) -> None:
+        pass
+
+    def save_perm(self, t: int, perm: Permutation) -> None:
+        self._perms[t] = perm
+
+    def load_perm(self, t: int) -> Permutation | None:
+        return self._perms.get(t)
+
+    def save_pair(self, t: int, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
+        pass  # the matcher holds what it needs; nothing to resume from
+
+    def save_bn(self, t: int, stats: Mapping[str, torch.Tensor]) -> None:
+        self._bn[t] = dict(stats)
+
+    def load_bn(self, t: int) -> State | None:
+        return self._bn.get(t)
+
+    def discard(self) -> None:
+        self._perms.clear()
+        self._bn.clear()
+
+
+class RunStore(MemoryStore):
+    """The files under ``folder`` (``OUT/.state/<method>/``) that let a transfer resume."""
+
+    persistent = True
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+
+    # ---- the index --------------------------------------------------------------------
+    def load_record(self, setting: Mapping[str, Any]) -> dict | None:
+        """The committed record, or None for a fresh start. Refuses a record of another setting."""
+        path = self.folder / "state.json"
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StoreError(f"{path} is not a readable transfer state ({e}); delete {self.folder} to start over") from e
+        if not isinstance(record, dict) or record.get("setting") != dict(setting):
+            got = record.get("setting") if isinstance(record, dict) else None
+            raise StoreError(
+                f"{self.folder} holds an unfinished {setting.get('method')} run with another setting ({got}); "
+                "rerun with the same arguments, or use another --out / delete it"
+            )
+        return record
+
+    def commit(self, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.folder / "state.json", dict(record))
+
+    # ---- tensors ----------------------------------------------------------------------
+    def _file(self, kind: str, t: int) -> Path:
+        return self.folder / f"{kind}_{t:04d}.safetensors"
+
+    def _save(self, kind: str, t: int, tensors: Mapping[str, torch.Tensor]) -> None:
+        atomic_write_bytes(self._file(kind, t), save({k: v.contiguous() for k, v in tensors.items()}))
+
+    def _load(self, kind: str, t: int) -> State | None:
+        path = self._file(kind, t)
+        return load_file(str(path)) if path.exists() else None
+
+    def save_perm(self, t: int, perm: Permutation) -> None:
+        self._save("perm", t, perm)
+
+    def load_perm(self, t: int) -> Permutation | None:
+        perm = self._load("perm", t)
+        return None if perm is None else {k: v.long() for k, v in perm.items()}
+
+    def save_pair(self, t: int, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
+        pair = {f"target/{k}": v for k, v in target.items()}
+        pair.update({f"source/{k}": v for k, v in source.items()})
+        self._save("pair", t, pair)
+
+    def load_pair(self, t: int) -> tuple[State, State]:
+        pair = self._load("pair", t)
+        if pair is None:
+            raise StoreError(f"{self._file('pair', t)} is missing; delete {self.folder} to start over")
+        return _strip(pair, "target/"), _strip(pair, "source/")
+
+    def save_bn(self, t: int, stats: Mapping[str, torch.Tensor]) -> None:
+        self._save("bn", t, stats)
+
+    def load_bn(self, t: int) -> State | None:
+        return self._load("bn", t)
+
+    def discard(self) -> None:
+        """Remove the folder (a deterministic failure: a rerun would fail the same way)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _strip(pair: Mapping[str, torch.Tensor], prefix: str) -> State:
+    return {k[len(prefix) :]: v for k, v in pair.items() if k.startswith(prefix)}

@@ -1,0 +1,66 @@
+"""What every command line shares: the exit codes, one-line errors, and Ctrl-C.
+
+Exit codes: 0 success, 1 a check that ran and failed (``permgraph verify``), 2 bad input (one line
+saying what is wrong and what to do), 3 an internal error (one line; the traceback with ``--debug``),
+130 interrupted (one line; long commands resume when run again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+
+from permgraph.trace import TraceError
+from transfer.data import DataError
+from transfer.methods import MethodError
+from transfer.options import OptionsError
+from transfer.results import TransferError
+from transfer.store import StoreError
+from transfer.trajectory import TrajectoryError
+from zoo.errors import ZooError
+
+__all__ = ["USER_ERRORS", "run_command", "add_common_flags", "OK", "FAILED", "BAD_INPUT", "INTERNAL", "INTERRUPTED"]
+
+OK, FAILED, BAD_INPUT, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 130
+
+# errors a user can fix: their messages say what is wrong and what to do
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ZooError, TransferError, TrajectoryError, OptionsError, DataError, StoreError, MethodError, TraceError,
+    FloatingPointError,
+)  # fmt: skip
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
+def run_command(prog: str, fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, resume_hint: str = "") -> int:
+    """``fn(args)`` with the project's exit codes and one-line messages on stderr."""
+    debug = getattr(args, "debug", False)
+    level = logging.INFO if getattr(args, "verbose", False) or debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return fn(args)
+    except USER_ERRORS as e:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted{resume_hint}", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (run again with --debug for the traceback)"
+        print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)}{hint}", file=sys.stderr)
+        return INTERNAL

@@ -1,0 +1,44 @@
+"""Fine-tune from the best transferred point (the paper's Sec. 4.2): ``transfer finetune``.
+
+The best point of a method is chosen on validation accuracy (``best_t`` in ``results.json``); the
+fine-tuning is the one training loop (:func:`zoo.train.train`) started from it, with any recipe.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transfer.results import TransferError, best_method, load_results
+from transfer.trajectory import Trajectory
+from zoo.data import DataSplits, load
+from zoo.train import TrainControl, TrainRecipe, train
+
+__all__ = ["finetune"]
+
+
+def finetune(
+    results_dir: str | os.PathLike,
+    recipe: TrainRecipe,
+    *,
+    method: str | None = None,
+    seed: int = 0,
+    data: DataSplits | None = None,
+    dest: str | os.PathLike | None = None,
+    control: TrainControl | None = None,
+) -> Trajectory:
+    """Train from the best point of ``results_dir/<method>`` (default: the best method) with
+    ``recipe``; the trajectory goes to ``dest`` (default ``results_dir/finetune_<method>``)."""
+    results_dir = Path(results_dir)
+    results = load_results(results_dir)
+    if results is None:
+        raise TransferError(f"{results_dir} holds no results.json; run `transfer run --out {results_dir}` first")
+    method = method or best_method(results)
+    if method not in results["methods"]:
+        raise TransferError(f"{results_dir}/results.json has no {method!r} (it has {sorted(results['methods'])})")
+    best_t = int(results["methods"][method]["best_t"])
+    start = Trajectory(results_dir / method).load(best_t)
+    setting = results["setting"]
+    splits = data if data is not None else load(setting["data"])
+    dest = Path(dest) if dest is not None else results_dir / f"finetune_{method}"
+    return train(setting["model"], splits, recipe, seed=seed, out=dest, init=start, control=control)
