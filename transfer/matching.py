@@ -69,9 +69,17 @@ class SolveStats:
 class Matcher:
     """Accumulates (target, source) pairs and solves for ``perm`` with ``apply(perm, source) ~ target``.
 
-    >>> m = Matcher(spec).add(grads_target, grads_source)
-    >>> perm = m.solve()
-    >>> aligned = permgraph.apply(spec, perm, grads_source)   # close to grads_target
+    A planted permutation of a small MLP's weights is found again:
+
+    >>> import torch, permgraph
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    >>> spec = permgraph.infer(model, (torch.randn(2, 4),))
+    >>> source = model.state_dict()
+    >>> planted = permgraph.random_permutation(spec, torch.Generator().manual_seed(0))
+    >>> target = permgraph.apply(spec, planted, source)
+    >>> perm = Matcher(spec).add(target, source).solve()
+    >>> all(torch.equal(perm[g], planted[g]) for g in planted)
+    True
     """
 
     def __init__(self, spec: PermSpec):

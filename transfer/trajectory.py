@@ -10,14 +10,17 @@ and every write goes through a temporary file and ``os.replace``, so a run kille
 either the old or the new manifest, never half of one. Readers are lazy: only the manifest is held in
 memory, and each checkpoint is read (and its sha256 checked) when asked for.
 
-Example::
+Record from any training loop, then read it back lazily:
 
-    >>> w = TrajectoryWriter("runs/x", model="zoo:mlp2?width=8", data="synthetic", seed=0)
-    >>> w.save(model.state_dict(), step=0, epoch=0.0, name="init")
+    >>> import tempfile, torch
+    >>> model = torch.nn.Linear(3, 2)
+    >>> run = tempfile.mkdtemp()
+    >>> w = TrajectoryWriter(run, model="my_pkg.models:small", data="my-data", seed=0)
+    >>> _ = w.save(model.state_dict(), step=0, epoch=0.0, name="init")
     >>> w.finish()
-    >>> traj = Trajectory("runs/x")
-    >>> traj.steps, traj.init()["0.weight"].shape
-    ([0], torch.Size([8, 784]))
+    >>> traj = Trajectory(run)
+    >>> traj.steps, traj.init()["weight"].shape
+    ([0], torch.Size([2, 3]))
 
 The paper's linear trajectory (only θ⁰ and θᵀ stored) is :class:`LinearTrajectory`, with the
 schedules of :func:`schedule_lambdas`.
