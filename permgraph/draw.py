@@ -74,7 +74,7 @@ def dataflow_graph(analysis: Analysis, spec: PermSpec) -> nx.DiGraph:
             label = name.replace("aten.", "")
         best, best_size = None, 0
         value = analysis.values.get(node)
-        layouts = value if isinstance(value, list) and value and not isinstance(value[0], list) else []
+        layouts = value if isinstance(value, list) else []  # a single tensor's AxisLayouts
         for layout in layouts:
             for leaf in g.leaves(layout):
                 group = leaf_to_group.get(leaf)

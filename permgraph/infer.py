@@ -22,7 +22,7 @@ import torch
 import torch.fx
 
 from permgraph.axisgraph import Atom, AxisGraph
-from permgraph.rules import Context, _flat_nodes, block_everything, op_name, rule_for
+from permgraph.rules import AxisLayouts, Context, RuleOutput, TupleLayouts, block_everything, flat_nodes, op_name, rule_for
 from permgraph.spec import Group, Member, PermSpec
 from permgraph.trace import Traced, trace
 
@@ -37,13 +37,15 @@ class Analysis:
 
     traced: Traced
     graph: AxisGraph
-    values: dict[torch.fx.Node, Any]
-    param_layouts: dict[str, list]
+    values: dict[torch.fx.Node, RuleOutput]
+    param_layouts: dict[str, AxisLayouts]
     unknown_ops: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _placeholder(g: AxisGraph, node: torch.fx.Node, traced: Traced, params: dict[str, list]) -> Any:
+def _placeholder(g: AxisGraph, node: torch.fx.Node, traced: Traced, params: dict[str, AxisLayouts]) -> RuleOutput:
+    """Parameters and buffers get free atoms (recorded in ``params``); model inputs and
+    constants get blocked ones: their units have a meaning fixed outside the model."""
     val = node.meta.get("val")
     if not isinstance(val, torch.Tensor):
         return None
@@ -60,51 +62,64 @@ def _placeholder(g: AxisGraph, node: torch.fx.Node, traced: Traced, params: dict
     return [g.atom(s, why, blocked=why) for s in shape]
 
 
-def _block_nested(g: AxisGraph, value: Any, why: str) -> None:
-    if isinstance(value, list):
-        for v in value:
+def _block_nested(g: AxisGraph, value: RuleOutput, why: str) -> None:
+    if isinstance(value, TupleLayouts):
+        for v in value.items:
             _block_nested(g, v, why)
     elif value is not None:
-        g.block(value, why)
+        for layout in value:
+            g.block(layout, why)
+
+
+def _run_rule(ctx: Context, unknown: dict[str, int]) -> RuleOutput:
+    """The op's rule applied to ``ctx``; every axis blocked when there is none (counted in
+    ``unknown``) or when it raises: a rule that cannot read its op must not guess."""
+    rule = rule_for(ctx.node.target)
+    if rule is None:
+        name = op_name(ctx.node.target)
+        unknown[name] = unknown.get(name, 0) + 1
+        return block_everything(ctx, "no rule")
+    try:
+        return rule(ctx)
+    except Exception as e:
+        log.debug("rule for %s failed on %s", ctx.op, ctx.node.name, exc_info=True)
+        return block_everything(ctx, f"rule failed ({type(e).__name__}: {e})")
+
+
+def _close_outputs(g: AxisGraph, node: torch.fx.Node, analysis: Analysis) -> None:
+    """Block what the model returns (its units mean something to the caller) and tie each
+    updated buffer (BatchNorm statistics in train mode) to the value written into it."""
+    traced, values, params = analysis.traced, analysis.values, analysis.param_layouts
+    outs = node.args[0]
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    for i in traced.user_output_indices:
+        if i < len(outs):
+            for n in flat_nodes(outs[i]):
+                _block_nested(g, values.get(n), "model output")
+    for i, key in traced.buffer_mutations.items():
+        if i < len(outs) and key in params and isinstance(outs[i], torch.fx.Node):
+            written = values.get(outs[i])
+            for a, b in zip(params[key], written if isinstance(written, list) else []):
+                g.unify(a, b, f"buffer update of {key}")
 
 
 def analyse(traced: Traced) -> Analysis:
+    """Run every op's rule over the traced graph, in order, building one axis graph."""
     g = AxisGraph()
-    values: dict[torch.fx.Node, Any] = {}
-    params: dict[str, list] = {}
-    unknown: dict[str, int] = {}
+    analysis = Analysis(traced=traced, graph=g, values={}, param_layouts={}, unknown_ops={})
+    values = analysis.values
     for node in traced.graph.nodes:
         if node.op == "placeholder":
-            values[node] = _placeholder(g, node, traced, params)
+            values[node] = _placeholder(g, node, traced, analysis.param_layouts)
         elif node.op == "call_function":
-            ctx = Context(g, node, values)
-            rule = rule_for(node.target)
-            if rule is None:
-                name = op_name(node.target)
-                unknown[name] = unknown.get(name, 0) + 1
-                values[node] = block_everything(ctx, "no rule")
-                continue
-            try:
-                values[node] = rule(ctx)
-            except Exception as e:  # a rule that cannot read its op must not guess
-                log.debug("rule for %s failed on %s", ctx.op, node.name, exc_info=True)
-                values[node] = block_everything(ctx, f"rule failed ({type(e).__name__}: {e})")
+            values[node] = _run_rule(Context(g, node, values), analysis.unknown_ops)
         elif node.op == "output":
-            outs = node.args[0]
-            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-            for i in traced.user_output_indices:
-                if i < len(outs):
-                    for n in _flat_nodes(outs[i]):
-                        _block_nested(g, values.get(n), "model output")
-            for i, key in traced.buffer_mutations.items():
-                if i < len(outs) and key in params and isinstance(outs[i], torch.fx.Node):
-                    for a, b in zip(params[key], values.get(outs[i]) or []):
-                        g.unify(a, b, f"buffer update of {key}")
+            _close_outputs(g, node, analysis)
         elif node.op == "get_attr":
             val = getattr(traced.program.graph_module, str(node.target), None)
             if isinstance(val, torch.Tensor):
                 values[node] = [g.atom(int(s), "get_attr", blocked="module attribute") for s in val.shape]
-    return Analysis(traced=traced, graph=g, values=values, param_layouts=params, unknown_ops=unknown)
+    return analysis
 
 
 def _structure(g: AxisGraph, root: Atom, members: list[Member]) -> str:
@@ -133,13 +148,11 @@ def _group_name(member: Member, taken: set[str]) -> str:
     return name
 
 
-def _tensor_layouts(value: Any) -> list[list]:
+def _tensor_layouts(value: RuleOutput) -> list[AxisLayouts]:
     """The per-axis layouts of every tensor in a node's value (tuples flattened)."""
-    if not isinstance(value, list) or not value:
-        return []
-    if isinstance(value[0], list) or value[0] is None:
-        return [t for v in value for t in _tensor_layouts(v)]
-    return [value]
+    if isinstance(value, TupleLayouts):
+        return [t for v in value.items for t in _tensor_layouts(v)]
+    return [value] if value else []
 
 
 def _region_of(g: AxisGraph, analysis: Analysis, member: Member) -> tuple:

@@ -1,0 +1,15 @@
+"""Embedding lookups: rows are picked by token id, so the vocabulary axis cannot move."""
+
+from __future__ import annotations
+
+from permgraph.rules.context import Context, RuleOutput, register
+
+
+@register("aten.embedding")
+def _embedding(ctx: Context) -> RuleOutput:
+    """The vocabulary axis is blocked; the embedding axis passes to the output (and ties
+    to a head that shares the weight)."""
+    w, ids = ctx["weight"], ctx["indices"]
+    tw = ctx.layouts(w)
+    ctx.block(tw[0], "embedding rows are indexed by token ids")
+    return ctx.layouts(ids) + [tw[1]]
