@@ -40,6 +40,7 @@ from permgraph.spec import PermSpec
 from transfer.context import SourcePoints, TransferContext, transferred_state
 from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
+from transfer.files import MARKER, FolderError, output_folder, refuse_inputs_inside
 from transfer.gradients import SyncedGradients
 from transfer.methods import TransferMethod, get_method
 from transfer.options import TransferOptions
@@ -47,7 +48,10 @@ from transfer.results import TransferError, load_results, merge_result
 from transfer.store import MemoryStore, RunStore
 from transfer.trajectory import Trajectory, TrajectoryError, TrajectoryWriter, schedule_lambdas
 
-__all__ = ["TransferEngine", "TransferError", "run_transfer", "transferred_state", "state_sha"]
+__all__ = [
+    "TransferEngine", "TransferError", "run_transfer", "transferred_state", "state_sha", "trajectory_sha",
+    "owned_by_transfer", "open_trajectory",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +150,19 @@ class TransferEngine:
         theta2_0, init_desc = self._target_init(target_init)
         tgt = self._target_run(cls, target, theta2_0)
         setting = self._setting(cls.name, src, init_desc, theta2_0, tgt)
-        out_path = Path(out) if out is not None else None
-        if out_path is not None:
+        if out is None:
+            return self._run(cls, setting, (src, theta2_0, tgt), None, callback)
+        out_path = Path(out)
+        inputs = {"source trajectory": src.path, "target run": tgt.path if tgt else None,
+                  "target init": _path_of(target_init)}  # fmt: skip
+        check_output_folder(out_path, cls.name, inputs)
+        with output_folder(out_path, "transfer", owned_by_transfer, f"transfer run --method {cls.name}"):
             _check_results_setting(out_path, setting)
-        store = RunStore(out_path / ".state" / cls.name) if out_path is not None else MemoryStore()
+            return self._run(cls, setting, (src, theta2_0, tgt), out_path, callback)
+
+    def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, out: Path | None, callback) -> dict:
+        src, theta2_0, tgt = inputs
+        store = RunStore(out / ".state" / cls.name) if out is not None else MemoryStore()
         ctx = TransferContext(
             spec=self.spec,
             options=self.options,
@@ -159,12 +172,18 @@ class TransferEngine:
             store=store,
             target=tgt,
         )
-        record = _Loop(cls(ctx), setting, out_path).run(callback)
-        return _Outputs(ctx, setting, record, out_path).write()
+        record = _Loop(cls(ctx), setting, out).run(callback)
+        return _Outputs(ctx, setting, record, out).write()
 
     # ---- inputs ---------------------------------------------------------------------
     def _source(self, source: Trajectory | str | os.PathLike) -> Trajectory:
         src = open_trajectory(source, "source trajectory")
+        if not src.complete and not self.options.allow_incomplete:
+            last = src.steps[-1] if src.steps else 0
+            raise TransferError(
+                f"source trajectory {src.path} is incomplete (its training stopped at step {last}); finish it by "
+                "re-running its training command, or allow it (allow_incomplete=True, --allow-incomplete)"
+            )
         if len(src) < 2:
             raise TransferError(f"source trajectory {src.path} has {len(src)} checkpoint(s); it needs init and final")
         theta1_0 = src.init()
@@ -205,10 +224,12 @@ class TransferEngine:
             "model": src.model,
             "data": self.data.name,
             "source": str(src.path),
+            "source_sha": trajectory_sha(src),
             "target_init": init_desc,
             "target_init_sha": state_sha(theta2_0),
             **self.options.setting(),
             "target": str(tgt.path) if tgt is not None else None,
+            "target_sha": trajectory_sha(tgt) if tgt is not None else None,
         }
 
 
@@ -219,9 +240,55 @@ def _method_class(method: str) -> type[TransferMethod]:
         raise TransferError(str(e)) from None
 
 
+def _path_of(target_init: TargetInit) -> Path | None:
+    if isinstance(target_init, Mapping):
+        return None
+    return target_init.path if isinstance(target_init, Trajectory) else Path(target_init)
+
+
+def trajectory_sha(traj: Trajectory) -> str:
+    """A run's identity by content: a hash of its checkpoints' sha256 (from the manifest, which
+    every read checks against the files), so a run that moved on is never mistaken for the old one."""
+    h = hashlib.sha256()
+    for c in traj.checkpoints:
+        h.update(f"{c['step']}:{c['sha256']};".encode())
+    return h.hexdigest()[:16]
+
+
 def shared_setting(setting: Mapping[str, Any]) -> dict:
     """The fields every method in one ``results.json`` must share."""
-    return {k: v for k, v in setting.items() if k not in ("method", "target")}
+    return {k: v for k, v in setting.items() if k not in ("method", "target", "target_sha")}
+
+
+def owned_by_transfer(name: str) -> bool:
+    """Whether an entry of an output folder is one ``transfer run`` (or ``transfer finetune``) writes."""
+    from transfer.methods import method_names
+
+    return (
+        name in ("results.json", ".state", ".lock", MARKER)
+        or name in method_names()
+        or name.startswith(("finetune_", "."))
+    )
+
+
+def check_output_folder(out: Path, method: str, inputs: Mapping[str, Path | None]) -> None:
+    """Before any work: ``out/<method>`` (replaced at the end) holds only a transferred trajectory,
+    and neither it nor ``out`` is one of the inputs."""
+    folder = out / method
+    refuse_inputs_inside(folder, dict(inputs))
+    refuse_inputs_inside(out, dict(inputs))
+    if folder.exists():
+        foreign = sorted(p.name for p in folder.iterdir() if not _trajectory_file(p.name))
+        if foreign or not (folder / "manifest.json").exists():
+            shown = ", ".join(foreign[:5]) or "no manifest.json"
+            raise FolderError(
+                f"{folder} would be replaced, but it is not a transferred trajectory this tool wrote ({shown}); "
+                "move it away or choose another output folder"
+            )
+
+
+def _trajectory_file(name: str) -> bool:
+    return name == "manifest.json" or (name.startswith("ckpt_") and name.endswith(".safetensors")) or name.startswith(".")
 
 
 def _check_results_setting(out: Path, setting: Mapping[str, Any]) -> None:
@@ -247,15 +314,14 @@ class _Loop:
             record = _new_record(self.setting)
         else:
             log.info("resuming %s after step %d", self.setting["method"], record["done"])
-        created = [p for p in (self.out, self.out / ".state") if not p.exists()] if store.persistent else []
         try:
             self._steps(record, callback)
         except (ValueError, FloatingPointError, TrajectoryError):
             # deterministic failures: a rerun would fail the same way, so leave nothing behind
             if fresh:
                 store.discard()
-                for folder in reversed(created):  # only folders this call made, innermost first
-                    _remove_empty(folder)
+                if self.out is not None:
+                    _remove_empty(self.out / ".state")
             raise
         return record
 

@@ -72,7 +72,8 @@ class TransferOptions:
     paper's linear trajectory between the source's first and last checkpoints with ``schedule``;
     otherwise T of the recorded checkpoints, evenly spaced. ``bn_batches`` training minibatches
     re-estimate BatchNorm statistics before each evaluation. ``seed`` seeds the gradient minibatches
-    and the solver; ``restarts`` adds random starts to the matcher.
+    and the solver; ``restarts`` adds random starts to the matcher. ``allow_incomplete`` transfers
+    from a source whose training has not finished (refused by default: its numbers would go stale).
     """
 
     T: int = 5
@@ -86,8 +87,9 @@ class TransferOptions:
     eval_batch_size: int = 1000
     progress: bool = True
     device: str = "cpu"
+    allow_incomplete: bool = False
 
-    RUNTIME = ("eval_batch_size", "progress", "device")
+    RUNTIME = ("eval_batch_size", "progress", "device", "allow_incomplete")
 
     def __post_init__(self) -> None:
         check_positive_int("T", self.T)
@@ -100,7 +102,7 @@ class TransferOptions:
         check_positive_int("seed", self.seed, minimum=0)
 
     def setting(self) -> dict[str, Any]:
-        """The fields that decide the numbers (everything but eval batch size, progress, device)."""
+        """The fields that decide the numbers (all but eval batch size, progress, device, allow_incomplete)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME}
 
     def replace(self, **changes: Any) -> TransferOptions:

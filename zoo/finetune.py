@@ -26,9 +26,11 @@ def finetune(
     data: DataSplits | None = None,
     dest: str | os.PathLike | None = None,
     control: TrainControl | None = None,
+    model: str | None = None,
 ) -> Trajectory:
     """Train from the best point of ``results_dir/<method>`` (default: the best method) with
-    ``recipe``; the trajectory goes to ``dest`` (default ``results_dir/finetune_<method>``)."""
+    ``recipe``; the trajectory goes to ``dest`` (default ``results_dir/finetune_<method>``).
+    ``model``: the model id to build (default: the one ``results.json`` records, built-ins only)."""
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if results is None:
@@ -41,4 +43,4 @@ def finetune(
     setting = results["setting"]
     splits = data if data is not None else load(setting["data"])
     dest = Path(dest) if dest is not None else results_dir / f"finetune_{method}"
-    return train(setting["model"], splits, recipe, seed=seed, out=dest, init=start, control=control)
+    return train(model or setting["model"], splits, recipe, seed=seed, out=dest, init=start, control=control)

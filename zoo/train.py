@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from transfer.engine import state_sha
 from transfer.evaluation import default_loss, evaluate, logits_of
+from transfer.files import MARKER, output_folder
 from transfer.options import OptionsError, check_finite, check_positive_int, options_from
 from transfer.trajectory import Trajectory, TrajectoryWriter
 from zoo.data import DataSplits, load
@@ -95,13 +96,15 @@ class TrainRecipe:
 class TrainControl:
     """How a run is carried out, not what it computes: device, progress bar, evaluation batch size,
     and an early stop (``stop_after_epochs`` / ``stop_after_steps``) that acts as an interruption:
-    calling :func:`train` again with the same arguments resumes the run."""
+    calling :func:`train` again with the same arguments resumes the run. ``trust_code``: the model
+    id came from the user, so a ``package.module:factory`` id may be imported (see :mod:`zoo.models`)."""
 
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int = 1024
     stop_after_epochs: int | None = None
     stop_after_steps: int | None = None
+    trust_code: bool = False
 
 
 def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
@@ -168,7 +171,7 @@ class _Run:
     def __init__(self, model_id: str, splits: DataSplits, recipe: TrainRecipe, seed: int, control: TrainControl):
         self.model_id, self.splits, self.recipe, self.seed, self.control = model_id, splits, recipe, seed, control
         torch.manual_seed(seed)
-        self.model = build(model_id).to(control.device)
+        self.model = build(model_id, trust_code=control.trust_code).to(control.device)
         self.model.train()
         self.opt = _make_optimizer(recipe, self.model)
         self.augment = splits.augment if recipe.augment else None
@@ -298,6 +301,28 @@ def train(
     out = Path(out)
     splits = data if isinstance(data, DataSplits) else load(data)
     model_id = canonical_id(model_id)
+    with output_folder(out, "zoo train", owned_by_train, f"zoo train --model {model_id} --seed {seed}"):
+        return _train_locked(model_id, splits, recipe, seed, out, init, control)
+
+
+def owned_by_train(name: str) -> bool:
+    """Whether a folder entry is one the training loop writes (a run recorded before markers)."""
+    return (
+        name in ("manifest.json", ".lock", MARKER, *TRAIN_STATE_FILES)
+        or (name.startswith("ckpt_") and name.endswith(".safetensors"))
+        or name.startswith(".")
+    )
+
+
+def _train_locked(
+    model_id: str,
+    splits: DataSplits,
+    recipe: TrainRecipe,
+    seed: int,
+    out: Path,
+    init: Mapping[str, torch.Tensor] | None,
+    control: TrainControl,
+) -> Trajectory:
     run = _Run(model_id, splits, recipe, seed, control)
     if init is not None:
         run.model.load_state_dict(dict(init))

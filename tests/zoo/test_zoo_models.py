@@ -77,8 +77,28 @@ def test_other_sources_build_random_init_models():
     assert out.logits.shape == (2, 8, 100)
     bert = build("hf:BertModel?num_hidden_layers=1&hidden_size=32&num_attention_heads=2&intermediate_size=64")
     assert type(bert).__name__ == "BertModel"
-    lin = build("torch.nn:Linear?in_features=3&out_features=2")
+    lin = build("torch.nn:Linear?in_features=3&out_features=2", trust_code=True)
     assert isinstance(lin, torch.nn.Linear)
+
+
+def test_code_ids_are_built_only_when_trusted():
+    """An id read from a file must not import code: ``module:factory`` needs ``trust_code=True``."""
+    with pytest.raises(ZooError, match="names Python code to import .'subprocess'."):
+        build("subprocess:getoutput?cmd=touch /tmp/permgraph-pwned")
+    with pytest.raises(ZooError, match="names Python code"):
+        example_inputs("subprocess:getoutput")
+
+
+def test_import_failures_name_the_real_problem(tmp_path, monkeypatch):
+    (tmp_path / "broken_models_xyz.py").write_text("import not_installed_dependency_xyz\n")
+    (tmp_path / "syntax_models_xyz.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ZooError, match="no Python module 'no_such_package_xyz' .check the spelling"):
+        build("no_such_package_xyz:f", trust_code=True)
+    with pytest.raises(ZooError, match="imports 'not_installed_dependency_xyz', which is not installed"):
+        build("broken_models_xyz:f", trust_code=True)
+    with pytest.raises(ZooError, match="importing 'syntax_models_xyz' failed: SyntaxError"):
+        build("syntax_models_xyz:f", trust_code=True)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +110,6 @@ def test_other_sources_build_random_init_models():
         ("hf:nope", "unknown Hugging Face model"),
         ("torchvision:resnet18?weights=DEFAULT", "never downloads weights; load them yourself"),
         ("timm:test_vit?pretrained=true", "never downloads weights"),
-        ("no_such_package_xyz:f", "needs the package 'no_such_package_xyz'"),
         ("zoo:mlp2?depth=3", "cannot build"),
         ("", "non-empty"),
     ],

@@ -30,7 +30,7 @@ def _load(model_id: str, input_shape: str | None, seed: int) -> tuple[torch.nn.M
 
     torch.manual_seed(seed)
     try:
-        model = zoo_models.build(model_id)
+        model = zoo_models.build(model_id, trust_code=True)  # typed by the user
     except (TypeError, ValueError) as e:  # a constructor refusing the id's arguments
         raise ZooError(f"cannot build {model_id!r}: {e}") from e
     if input_shape:
@@ -40,7 +40,7 @@ def _load(model_id: str, input_shape: str | None, seed: int) -> tuple[torch.nn.M
             raise ZooError(f"--input-shape must look like 1,3,224,224, got {input_shape!r}") from e
         return model, (torch.randn(*shape),), {}
     try:
-        inputs = zoo_models.example_inputs(model_id)
+        inputs = zoo_models.example_inputs(model_id, trust_code=True)
     except Exception as e:
         raise ZooError(f"no default inputs for {model_id!r} ({e}); pass --input-shape") from e
     kwargs: dict[str, Any] = {}

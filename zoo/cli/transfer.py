@@ -44,10 +44,28 @@ def _method_help() -> str:
     return "; ".join(f"{n}: {get_method(n).summary}" for n in method_names()) + " (comma-separated ok)"
 
 
+def _add_model_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default=None,
+        help="model id to build (default: the one the run's manifest records; a package.module:factory id "
+        "is imported only when given here)",
+    )  # fmt: skip
+
+
+def _model_for(args: argparse.Namespace, recorded: str):
+    """The model: ``--model`` (typed by the user, trusted) or the id a file records (built-ins only)."""
+    from zoo.models import build
+
+    if args.model:
+        return build(args.model, trust_code=True)
+    return build(recorded)
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="transfer a source trajectory onto a target init")
     r.add_argument("--method", type=_methods, required=True, help=_method_help())
     r.add_argument("--source", required=True, help="source trajectory folder (zoo train --out)")
+    _add_model_flag(r)
     r.add_argument("--target-init", required=True, type=_target_init, help="run folder (its init) or int seed")
     r.add_argument("--data", default=None, help="dataset name (default: the source run's)")
     r.add_argument("--target", default=None, help="the real target run (oracle only)")
@@ -63,6 +81,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0, help="seeds the gradient minibatches and the solver")
     r.add_argument("--restarts", type=int, default=0, help="extra random starts of the matcher")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    r.add_argument("--allow-incomplete", action="store_true", help="transfer from a source whose training has not finished")
     r.add_argument("--out", default=None, help="output folder (default runs/transfer/SOURCE_to_INIT)")
     r.add_argument("--no-progress", action="store_true")
 
@@ -75,12 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="train on from the best transferred point")
     f.add_argument("--from", dest="src", required=True, help="a `transfer run` output folder")
     f.add_argument("--method", default=None, help="which method's trajectory (default: the best one)")
+    _add_model_flag(f)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default=None, help="trajectory folder (default FROM/finetune_METHOD)")
     add_recipe_flags(f, epochs_required=False, lr_default=0.01)
     m = sub.add_parser("match", help="weight-match run B's final weights onto run A's (Git Re-Basin)")
     m.add_argument("a")
     m.add_argument("b")
+    _add_model_flag(m)
     m.add_argument("--restarts", type=int, default=0)
     m.add_argument("--seed", type=int, default=0)
     return p
@@ -92,35 +113,33 @@ def _options(args: argparse.Namespace):
     return TransferOptions(
         T=args.T, schedule=args.schedule, linear=args.linear, grad_batches=args.grad_batches,
         batch_size=args.batch_size, bn_batches=args.bn_batches, seed=args.seed, restarts=args.restarts,
-        progress=not args.no_progress, device=args.device,
+        progress=not args.no_progress, device=args.device, allow_incomplete=args.allow_incomplete,
     )  # fmt: skip
 
 
-def _seeded_init(model_id: str, seed: int) -> dict[str, torch.Tensor]:
-    from zoo.models import build
-
-    torch.manual_seed(seed)
-    return build(model_id).state_dict()
-
-
 def _run(args: argparse.Namespace) -> int:
-    from transfer.engine import TransferEngine, open_trajectory
+    from transfer.engine import TransferEngine, open_trajectory, owned_by_transfer
+    from transfer.files import output_folder
     from transfer.results import TransferError
     from zoo.data import load
-    from zoo.models import build
 
     options = _options(args)
     src = open_trajectory(args.source, "source trajectory")
     data_name = args.data or src.data
     if not data_name:
         raise TransferError(f"{args.source} records no dataset name; pass --data")
-    target_init = _seeded_init(src.model, args.target_init) if isinstance(args.target_init, int) else args.target_init
+    model = _model_for(args, src.model)
+    target_init = args.target_init
+    if isinstance(target_init, int):  # a seed: a fresh init of the same architecture
+        torch.manual_seed(target_init)
+        target_init = _model_for(args, src.model).state_dict()
     out = args.out
     if out is None:
         init = f"seed{args.target_init}" if isinstance(args.target_init, int) else Path(args.target_init).name
         out = str(Path("runs") / "transfer" / f"{Path(args.source).name}_to_{init}")
-    engine = TransferEngine(build(src.model), load(data_name), options)
-    rows = [(m, engine.run(m, src, target_init, target=args.target, out=out)) for m in args.method]
+    engine = TransferEngine(model, load(data_name), options)
+    with output_folder(out, "transfer", owned_by_transfer, "transfer run"):  # one writer for every method
+        rows = [(m, engine.run(m, src, target_init, target=args.target, out=out)) for m in args.method]
     print(f"val accuracy (%) of the transferred parameters, t = 0..{args.T}   -> {out}/results.json")
     for method, res in rows:
         accs = " ".join(f"{100 * a:5.1f}" for a in res["val_acc"])
@@ -132,8 +151,9 @@ def _finetune(args: argparse.Namespace) -> int:
     from zoo.finetune import finetune
     from zoo.train import TrainControl
 
-    control = TrainControl(device=args.device, progress=not args.no_progress)
-    traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, dest=args.out, control=control)
+    control = TrainControl(device=args.device, progress=not args.no_progress, trust_code=bool(args.model))
+    traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, dest=args.out, control=control,
+                    model=args.model)  # fmt: skip
     accs = " ".join(f"{100 * a:5.1f}" for a in traj.metrics("val_acc"))
     print(f"fine-tuned from {traj.checkpoints[0]['name']}: val accuracy (%) per epoch {accs}   -> {traj.path}")
     return 0
@@ -142,11 +162,12 @@ def _finetune(args: argparse.Namespace) -> int:
 def _match(args: argparse.Namespace) -> int:
     from transfer.align import align
     from transfer.engine import open_trajectory
-    from zoo.models import build, example_inputs
+    from zoo.models import example_inputs
 
-    model_id = open_trajectory(args.a, "run A").model
-    res = align(args.a, args.b, model=build(model_id), example_inputs=example_inputs(model_id), seed=args.seed,
-                restarts=args.restarts)  # fmt: skip
+    model_id = args.model or open_trajectory(args.a, "run A").model
+    model = _model_for(args, model_id)
+    inputs = example_inputs(model_id, trust_code=bool(args.model))
+    res = align(args.a, args.b, model=model, example_inputs=inputs, seed=args.seed, restarts=args.restarts)
     print(f"weight matching {args.b} onto {args.a}: {len(res['perm'])} groups, {res['lsa_calls']} LSA calls, "
           f"{res['seconds']:.2f} s")  # fmt: skip
     print(f"  objective <A, pi B>      {res['objective']:.6g}")

@@ -101,7 +101,7 @@ def _train(args: argparse.Namespace) -> int:
 
     recipe = recipe_from(args, args.checkpoint_every)
     data = load(args.data, args.data_root, subset=args.subset)
-    control = TrainControl(device=args.device, progress=not args.no_progress)
+    control = TrainControl(device=args.device, progress=not args.no_progress, trust_code=True)  # --model is typed
     traj = train(_model_id(args), data, recipe, seed=args.seed, out=args.out, control=control)
     print(f"trajectory {traj.path}: model {traj.model}, {len(traj)} checkpoints, complete={traj.complete}")
     print(f"{'name':>10} {'step':>8} {'epoch':>6} {'val_loss':>9} {'val_acc':>8}")

@@ -36,11 +36,11 @@ __all__ = ["run", "variant_model", "distance_to_paper"]
 
 
 def variant_model(width: int, init_scale: float, data: DataSplits) -> str:
-    """The model id of a variant: the zoo's 2-MLP at init scale 1 (so those runs are shared with the
-    other experiments), the scaled-init variant of ``zoo.experiments.models`` otherwise."""
+    """The model id of a variant: the zoo's 2-MLP with its init scaled (an id without ``init_scale``
+    at scale 1, so those runs are shared with the other experiments)."""
     if float(init_scale) == 1.0:
         return model_for(f"zoo:mlp2?width={width}", data)
-    return model_for(f"zoo.experiments.models:mlp2?width={width}&init_scale={init_scale}", data)
+    return model_for(f"zoo:mlp2?width={width}&init_scale={init_scale}", data)
 
 
 def _norm_ratio(src) -> float:
