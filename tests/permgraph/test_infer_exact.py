@@ -1,4 +1,4 @@
-"""Inferred specs equal hand-derived ones (tests/hand_specs.py) on the classic architectures."""
+"""Inferred specs equal hand-derived ones (hand_specs.py) on the classic architectures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import permgraph
-from tests import hand_specs
+from tests.permgraph import hand_specs
 from zoo.models import build, example_inputs
 
 

@@ -1,55 +1,19 @@
-"""Soundness: an op without a rule, or one that depends on unit order, blocks its axes with
-a reason; and verify's trained-like values expose mistakes that default init hides."""
+"""Soundness: model inputs and outputs are blocked, verify's trained-like values expose
+mistakes that default init hides, and known unsound corners stay visible (strict xfails).
+How each op blocks or passes its axes is in test_op_table.py."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import permgraph
 from permgraph.spec import PermSpec
-
-
-class Wrap(nn.Module):
-    def __init__(self, fn, width: int = 8):
-        super().__init__()
-        self.fc1, self.fc2, self.fn = nn.Linear(4, width), nn.Linear(width, 3), fn
-
-    def forward(self, x):
-        return self.fc2(self.fn(self.fc1(x)))
-
-
-def hidden_group(spec: PermSpec):
-    (group,) = [g for g in spec.groups if "fc1.weight" in g.params and g.members[0].axis == 0]
-    return group
-
-
-def test_op_without_rule_blocks_its_axes_with_the_reason():
-    model = Wrap(torch.special.i0)  # aten.i0 is pointwise, but permgraph has no rule for it
-    spec = permgraph.infer(model, (torch.randn(2, 4),))
-    group = hidden_group(spec)
-    assert not group.is_free
-    assert "aten.special_i0 (special_i0): no rule" in group.blocked
-    assert spec.free_groups == []
-
-
-def test_order_dependent_ops_block_their_axis():
-    for fn, why in [(lambda h: torch.cumsum(h, dim=-1), "order"),
-                    (lambda h: torch.roll(h, 1, dims=-1), "order"),
-                    (lambda h: h[:, ::2].repeat(1, 2), "strided"),
-                    (lambda h: h.argmax(-1, keepdim=True).float() * h, "index")]:
-        spec = permgraph.infer(Wrap(fn), (torch.randn(2, 4),))
-        group = hidden_group(spec)
-        assert not group.is_free and why in group.blocked, group.blocked
-
-
-def test_axis_reduced_by_a_sum_stays_free():
-    model = Wrap(lambda h: h - h.mean(-1, keepdim=True))
-    spec = permgraph.infer(model, (torch.randn(2, 4),))
-    assert hidden_group(spec).is_free
-    assert permgraph.verify(model, spec, (torch.randn(2, 4),), rtol=1e-9).ok
 
 
 def test_model_inputs_and_outputs_are_blocked():
@@ -69,14 +33,20 @@ def _without(spec: PermSpec, suffix: str) -> PermSpec:
 
 
 def test_trained_like_values_expose_a_spec_that_forgets_running_stats():
-    """The mistake rebasin makes (reference/anchors-measured.md): BN running stats left
-    unpermuted look exact on default init (mean 0, var 1) and fail on realistic stats."""
+    """A spec that leaves BatchNorm's running statistics unpermuted (a mistake hand-written
+    specs make) looks exact on default init, where they are all 0 and 1, and fails on
+    realistic statistics, which verify always uses."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.randn(2, 3, 8, 8)
     broken = _without(_without(permgraph.infer(model, (x,)), "running_mean"), "running_var")
-    assert permgraph.verify(model, broken, (x,), randomize=False).ok
+    default = copy.deepcopy(model).eval()
+    permuted = copy.deepcopy(default)
+    perm = permgraph.random_permutation(broken, torch.Generator().manual_seed(0))
+    permuted.load_state_dict(permgraph.apply(broken, perm, default.state_dict()))
+    with torch.no_grad():
+        torch.testing.assert_close(permuted(x), default(x))
     assert not permgraph.verify(model, broken, (x,)).ok
 
 
@@ -99,3 +69,36 @@ def test_verify_rejects_a_spec_of_another_model():
         assert "re-run permgraph.infer" in str(e)
     else:
         raise AssertionError("verify accepted a spec inferred on another width")
+
+
+class _Hidden(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fc1, self.fc2, self.fn = nn.Linear(4, 8), nn.Linear(8, 3), fn
+
+    def forward(self, x):
+        return self.fc2(self.fn(self.fc1(x)))
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: aten.roll without dims (flatten, roll, restore) blocks nothing")
+def test_roll_without_dims_blocks_the_rolled_axes():
+    model, x = _Hidden(lambda h: torch.roll(h, 1)), torch.randn(2, 4)
+    spec = permgraph.infer(model, (x,))
+    assert permgraph.verify(model, spec, (x,)).ok
+
+
+class _EinsumOfFirstParameter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 4))  # the first placeholder: its axis 0 is atom 0
+        self.fc2, self.fc3 = nn.Linear(8, 3), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(F.linear(x, self.w).relu()) + self.fc3(torch.einsum("bi,oi->bo", x, self.w).relu())
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: the einsum rule reads atom 0 as 'no layout' (`letters.get(ch) or`)")
+def test_einsum_output_from_atom_zero_keeps_its_ties():
+    model, x = _EinsumOfFirstParameter(), torch.randn(2, 4)
+    spec = permgraph.infer(model, (x,))
+    assert permgraph.verify(model, spec, (x,)).ok

@@ -1,21 +1,11 @@
-"""One file per family of ops would be long; these are the structured cases, each stated
-as the groups it must produce and proven by verify."""
+"""Structured cases that need more than one op to show (test_op_table.py has one row per op),
+each stated as the groups it must produce and proven by verify (the ``infer_verified`` fixture)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import permgraph
-
-
-def infer_verify(model, *args):
-    torch.manual_seed(0)
-    spec = permgraph.infer(model, args)
-    report = permgraph.verify(model, spec, args, rtol=1e-9)
-    assert report.ok, f"{report}\n{spec}"
-    return spec
 
 
 def sizes(spec):
@@ -36,39 +26,39 @@ class ConcatSplit(nn.Module):
         return self.c(h) + self.d(left).sum(-1, keepdim=True) + right.mean(-1, keepdim=True)
 
 
-def test_concat_keeps_one_group_per_part():
-    spec = infer_verify(ConcatSplit(), torch.randn(2, 3))
+def test_concat_keeps_one_group_per_part(infer_verified):
+    spec = infer_verified(ConcatSplit(), torch.randn(2, 3))
     assert sizes(spec) == [2, 4, 5]  # a, b parts; d's outputs are summed, so they may move too
     c_members = [m for g in spec.free_groups for m in g.members if m.param == "c.weight"]
     assert sorted((m.offset, m.sizes) for m in c_members) == [(0, (4,)), (4, (5,))]
 
 
-def test_grouped_conv_moves_groups_as_blocks_and_units_within():
+def test_grouped_conv_moves_groups_as_blocks_and_units_within(infer_verified):
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=4), nn.ReLU(),
                           nn.Conv2d(8, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    spec = infer_verify(model, torch.randn(1, 3, 6, 6))
+    spec = infer_verified(model, torch.randn(1, 3, 6, 6))
     roles = {g.structure for g in spec.free_groups}
     assert "conv groups" in roles
     assert sizes(spec) == [2, 2, 4]  # 4 conv groups; 2 in-channels and 2 out-channels within each
 
 
-def test_depthwise_conv_ties_channels_through():
+def test_depthwise_conv_ties_channels_through(infer_verified):
     model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, groups=6), nn.ReLU(),
                           nn.Conv2d(6, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    spec = infer_verify(model, torch.randn(1, 3, 6, 6))
+    spec = infer_verified(model, torch.randn(1, 3, 6, 6))
     (group,) = spec.free_groups
     assert {m.param for m in group.members} == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight"}
 
 
-def test_group_norm_factors_channels_into_groups():
+def test_group_norm_factors_channels_into_groups(infer_verified):
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 2, 1),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    spec = infer_verify(model, torch.randn(1, 3, 5, 5))
+    spec = infer_verified(model, torch.randn(1, 3, 5, 5))
     assert sizes(spec) == [2, 4]
     assert any(g.structure == "norm groups" for g in spec.free_groups)
 
 
-def test_channel_shuffle_is_followed_through_reshape_and_transpose():
+def test_channel_shuffle_is_followed_through_reshape_and_transpose(infer_verified):
     class Shuffle(nn.Module):
         def __init__(self):
             super().__init__()
@@ -80,11 +70,11 @@ def test_channel_shuffle_is_followed_through_reshape_and_transpose():
             h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
             return self.b(h).mean((2, 3))
 
-    spec = infer_verify(Shuffle(), torch.randn(1, 3, 4, 4))
+    spec = infer_verified(Shuffle(), torch.randn(1, 3, 4, 4))
     assert sizes(spec) == [2, 3]
 
 
-def test_tied_embedding_and_head_share_the_embedding_axis():
+def test_tied_embedding_and_head_share_the_embedding_axis(infer_verified):
     class TiedLM(nn.Module):
         def __init__(self):
             super().__init__()
@@ -95,7 +85,7 @@ def test_tied_embedding_and_head_share_the_embedding_axis():
         def forward(self, ids):
             return self.head(torch.tanh(self.fc(self.emb(ids))))
 
-    spec = infer_verify(TiedLM(), torch.randint(0, 11, (2, 5)))
+    spec = infer_verified(TiedLM(), torch.randint(0, 11, (2, 5)))
     assert spec.aliases in ({"head.weight": "emb.weight"}, {"emb.weight": "head.weight"})
     (group,) = spec.free_groups  # fc's outputs, fc's inputs and the tied embedding axis
     assert {(m.param, m.axis) for m in group.members} >= {("fc.weight", 0), ("fc.weight", 1)}
@@ -103,7 +93,7 @@ def test_tied_embedding_and_head_share_the_embedding_axis():
     assert {m.axis for _, m in by_param["emb.weight"]} == {m.axis for _, m in by_param["head.weight"]} == {1}
 
 
-def test_sdpa_grouped_query_attention():
+def test_sdpa_grouped_query_attention(infer_verified):
     class GQA(nn.Module):
         def __init__(self):
             super().__init__()
@@ -118,12 +108,12 @@ def test_sdpa_grouped_query_attention():
             a = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
             return self.o(a.transpose(1, 2).reshape(b, n, 8)).sum(1)
 
-    spec = infer_verify(GQA(), torch.randn(2, 3, 8))
+    spec = infer_verified(GQA(), torch.randn(2, 3, 8))
     roles = {g.structure for g in spec.free_groups}
     assert "heads" in roles and "query heads per key head" in roles
 
 
-def test_integer_indexing_blocks_the_indexed_axis_only():
+def test_integer_indexing_blocks_the_indexed_axis_only(infer_verified):
     class Pick(nn.Module):
         def __init__(self):
             super().__init__()
@@ -133,5 +123,5 @@ def test_integer_indexing_blocks_the_indexed_axis_only():
         def forward(self, x):  # x: (batch, positions, features)
             return self.b(F.relu(self.a(x))[:, self.rows]).sum(1)
 
-    spec = infer_verify(Pick(), torch.randn(2, 5, 3))
+    spec = infer_verified(Pick(), torch.randn(2, 5, 3))
     assert sizes(spec) == [6]
