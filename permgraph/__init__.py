@@ -1,8 +1,18 @@
 """permgraph: infer, apply and verify the permutation symmetries of any PyTorch model.
 
->>> import permgraph
+``infer`` traces the model (``torch.export``), runs one rule per ATen op over the graph and
+reads off the *groups* of hidden units that may be permuted without changing the function;
+``apply`` permutes a state dict under such a spec, and ``verify`` proves a spec by permuting
+at random and comparing outputs in float64.
+
+>>> import torch, permgraph
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+>>> x = torch.randn(3, 4)
 >>> spec = permgraph.infer(model, (x,))
->>> report = permgraph.verify(model, spec, (x,))
+>>> [(g.name, g.size) for g in spec.free_groups]
+[('0.out', 8)]
+>>> permgraph.verify(model, spec, (x,)).ok
+True
 """
 
 from permgraph.apply import apply, compose, group_rows, identity_permutation, invert, random_permutation

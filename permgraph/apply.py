@@ -5,8 +5,15 @@ A permutation is a ``dict[str, torch.LongTensor]``: group name -> ``p`` of lengt
 (Git Re-Basin's convention, ``w.index_select(axis, p)`` for a plain axis). Groups left
 out of the dict stay as they are.
 
->>> perm = random_permutation(spec, generator=torch.Generator().manual_seed(0))
->>> permuted = apply(spec, perm, model.state_dict())   # same function, other weights
+>>> import permgraph
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+>>> spec = permgraph.infer(model, (torch.randn(1, 4),))
+>>> perm = {"0.out": torch.tensor([2, 0, 1])}
+>>> permuted = apply(spec, perm, model.state_dict())  # same function, other weights
+>>> torch.equal(permuted["0.weight"], model.state_dict()["0.weight"][[2, 0, 1]])
+True
+>>> torch.equal(permuted["2.weight"], model.state_dict()["2.weight"][:, [2, 0, 1]])
+True
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ def _blocks(spec: PermSpec, group: Group) -> int | None:
 
 
 def identity_permutation(spec: PermSpec) -> Permutation:
+    """The permutation that moves nothing (per block for indexed groups): the starting
+    point of matching algorithms."""
     out = {}
     for g in spec.free_groups:
         blocks = _blocks(spec, g)

@@ -31,11 +31,15 @@ Atom = int
 
 @dataclass(frozen=True)
 class Prod:
+    """An axis that is the row-major product of its factors (the last varies fastest)."""
+
     factors: tuple[Layout, ...]
 
 
 @dataclass(frozen=True)
 class Sum:
+    """An axis that is the concatenation of its parts, in order."""
+
     parts: tuple[Layout, ...]
 
 
@@ -56,7 +60,20 @@ class LayoutMismatch(Exception):
 
 
 class AxisGraph:
-    """Atoms, their union-find, refinements, roles and block reasons."""
+    """Atoms, their union-find, refinements, roles and block reasons.
+
+    A head split ties a 64-unit projection axis to (4 heads, 16 dims): the atom is refined
+    into the product, and blocking one factor leaves the other free.
+
+    >>> g = AxisGraph()
+    >>> proj, heads, dims = g.atom(64, "q.weight axis 0"), g.atom(4, "heads"), g.atom(16, "dims")
+    >>> g.unify(proj, Prod((heads, dims)), "view")
+    >>> g.resolve(proj) == Prod((heads, dims))
+    True
+    >>> g.block(dims, "rotary embedding fixes each dim")
+    >>> g.blocked_reasons(heads), g.blocked_reasons(dims)
+    ([], ['rotary embedding fixes each dim'])
+    """
 
     MAX_REASONS = 3
 
@@ -71,6 +88,8 @@ class AxisGraph:
 
     # ---- atoms ---------------------------------------------------------------------
     def atom(self, size: int, origin: str, blocked: str | None = None, role: str | None = None) -> Atom:
+        """A new set of ``size`` units. ``origin`` says where it comes from (shown to users);
+        an atom of size 1 is blocked, there is nothing to permute."""
         a = len(self._size)
         self._size[a] = int(size)
         self._uf[a]  # register
@@ -83,9 +102,11 @@ class AxisGraph:
         return a
 
     def root(self, a: Atom) -> Atom:
+        """The representative of the atoms tied to ``a``."""
         return self._uf[a]
 
     def size(self, layout: Layout) -> int:
+        """The number of units along a layout."""
         if isinstance(layout, int):
             return self._size[layout]
         if isinstance(layout, Prod):
@@ -96,12 +117,15 @@ class AxisGraph:
         return sum(self.size(p) for p in layout.parts)
 
     def blocked_reasons(self, a: Atom) -> list[str]:
+        """Why ``a``'s units may not move (at most ``MAX_REASONS``); empty when they may."""
         return self._blocked.get(self.root(a), [])
 
     def roles(self, a: Atom) -> set[str]:
+        """Names rules gave ``a`` (``heads``, ``conv groups``), used to label groups."""
         return self._roles.get(self.root(a), set())
 
     def add_role(self, layout: Layout, role: str) -> None:
+        """Label every leaf of ``layout``; labels change no constraint."""
         for leaf in self.leaves(layout):
             self._roles.setdefault(leaf, set()).add(role)
 
@@ -136,6 +160,7 @@ class AxisGraph:
         return parts[0] if len(parts) == 1 else Sum(tuple(parts))
 
     def leaves(self, layout: Layout) -> list[Atom]:
+        """The unrefined root atoms a layout is built from, in axis order."""
         r = self.resolve(layout)
         if isinstance(r, int):
             return [r]
@@ -171,6 +196,7 @@ class AxisGraph:
 
     # ---- constraints ---------------------------------------------------------------
     def block(self, layout: Layout, reason: str) -> None:
+        """Forbid permuting every leaf of ``layout``, remembering ``reason``."""
         for leaf in self.leaves(layout):
             reasons = self._blocked.setdefault(leaf, [])
             if len(reasons) < self.MAX_REASONS and reason not in reasons:

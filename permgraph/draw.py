@@ -92,6 +92,7 @@ def _colours(spec: PermSpec) -> dict[str, str]:
 
 
 def to_dot(analysis: Analysis, spec: PermSpec) -> str:
+    """Graphviz DOT text of the data flow, ops filled with their free group's colour."""
     dg = dataflow_graph(analysis, spec)
     colours = _colours(spec)
     lines = ["digraph permgraph {", "  rankdir=TB; node [style=filled, fontsize=10];"]

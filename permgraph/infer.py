@@ -208,6 +208,8 @@ def _block_indices(analysis: Analysis, members: dict[Atom, list[Member]], free: 
 
 
 def spec_from_analysis(analysis: Analysis, model_name: str = "", per_block: bool = True) -> PermSpec:
+    """Read the groups off an analysed graph: one group per root atom that some parameter or
+    buffer axis holds, free unless a rule blocked it or it touches a single tensor."""
     g = analysis.graph
     members: dict[Atom, list[Member]] = {}
     shapes: dict[str, tuple[int, ...]] = {}

@@ -63,6 +63,7 @@ class Member:
         return f"factor {self.group_dim} of {'x'.join(map(str, self.sizes))}"
 
     def describe(self) -> str:
+        """``param[axis N] structure``, for tables and messages."""
         return f"{self.param}[axis {self.axis}] {self.structure}"
 
 
@@ -85,10 +86,12 @@ class Group:
 
     @property
     def is_free(self) -> bool:
+        """Whether the group's units may be permuted (not blocked, at least two, in a tensor)."""
         return self.blocked is None and self.size >= 2 and len(self.members) > 0
 
     @property
     def params(self) -> tuple[str, ...]:
+        """The state-dict keys the group touches, in member order."""
         return tuple(dict.fromkeys(m.param for m in self.members))
 
 
@@ -108,13 +111,16 @@ class PermSpec:
 
     @property
     def free_groups(self) -> list[Group]:
+        """The groups that may be permuted: what apply, verify and matching act on."""
         return [g for g in self.groups if g.is_free]
 
     @property
     def blocked_groups(self) -> list[Group]:
+        """The groups that may not move, each with its reason."""
         return [g for g in self.groups if not g.is_free]
 
     def group(self, name: str) -> Group:
+        """The group called ``name``; ``KeyError`` listing the names there are."""
         for g in self.groups:
             if g.name == name:
                 return g
@@ -133,10 +139,12 @@ class PermSpec:
 
     @property
     def permuted_params(self) -> list[str]:
+        """Every state-dict key some free group permutes, aliases included, sorted."""
         return sorted(self.members_by_param())
 
     # ---- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data, tagged with ``SPEC_FORMAT_VERSION``."""
         return {
             "format": SPEC_FORMAT_VERSION,
             "model": self.model,
@@ -146,10 +154,13 @@ class PermSpec:
         }
 
     def to_json(self, indent: int | None = 1) -> str:
+        """The spec as JSON text; ``from_json`` reads it back to an equal spec."""
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PermSpec:
+        """The inverse of ``to_dict``; a spec of another format version is refused, since its
+        fields may mean something else."""
         if data.get("format") != SPEC_FORMAT_VERSION:
             raise ValueError(
                 f"unsupported PermSpec format {data.get('format')!r} (this permgraph reads "
@@ -190,6 +201,7 @@ class PermSpec:
 
     @classmethod
     def from_json(cls, text: str) -> PermSpec:
+        """The inverse of ``to_json``; ``ValueError`` for text that is not a spec."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -216,6 +228,7 @@ class PermSpec:
         return {"perm_to_axes": perm_to_axes, "axes_to_perm": axes_to_perm, "structured": structured}
 
     def summary(self) -> str:
+        """One line: free and blocked group counts and how many tensors move."""
         free = self.free_groups
         return (
             f"PermSpec({self.model or 'model'}: {len(free)} free groups, "

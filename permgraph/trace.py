@@ -5,9 +5,10 @@ fails, and yields a closed op vocabulary that ``permgraph.rules`` covers. The mo
 exported in eval mode (so BatchNorm reads its running statistics and dropout vanishes)
 and put back in the mode it was in.
 
->>> traced = trace(torchvision.models.resnet18(), (torch.randn(1, 3, 64, 64),))
->>> traced.param_of["p_conv1_weight"]
-'conv1.weight'
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+>>> traced = trace(model, (torch.randn(1, 3, 8, 8),))
+>>> traced.param_of["p_0_weight"], traced.param_of["b_1_running_mean"]
+('0.weight', '1.running_mean')
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class TraceError(RuntimeError):
 
 @dataclass
 class Traced:
+    """An exported program with what ``infer`` needs to read its graph: which placeholders
+    are state-dict tensors (and under which key), which are inputs or constants, which
+    outputs the caller sees and which write back into buffers, and tied-weight aliases."""
+
     program: ExportedProgram
     graph: torch.fx.Graph
     param_of: dict[str, str]  # placeholder name -> state-dict key (params and buffers)

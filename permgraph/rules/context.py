@@ -159,6 +159,7 @@ class Context:
 
     @staticmethod
     def is_tensor(arg: Any) -> bool:
+        """Whether an argument is a tensor-valued node (not a scalar, list or None)."""
         return isinstance(arg, torch.fx.Node) and isinstance(arg.meta.get("val"), torch.Tensor)
 
     def out_shape(self, i: int | None = None) -> tuple[int, ...]:
