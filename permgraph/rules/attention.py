@@ -22,7 +22,7 @@ def _sdpa(ctx: Context) -> RuleOutput:
     ctx.unify(tk[-2], tv[-2])
     ctx.g.add_role(tq[-1], "query/key dims")
     ctx.g.add_role(tv[-1], "value dims")
-    _tie_batch_axes(ctx, (q, k, v), (tq, tk, tv))
+    _tie_batch_axes(ctx, tq, tk, tv)
     mask = ctx["attn_mask"]
     if ctx.is_tensor(mask):
         _tie_mask(ctx, mask, tq, tk)
@@ -36,11 +36,10 @@ def _sdpa(ctx: Context) -> RuleOutput:
     return out
 
 
-def _tie_batch_axes(ctx: Context, qkv: tuple[Any, Any, Any], layouts: tuple[AxisLayouts, ...]) -> None:
+def _tie_batch_axes(ctx: Context, tq: AxisLayouts, tk: AxisLayouts, tv: AxisLayouts) -> None:
     """Tie the leading axes of q, k and v (broadcast); with ``enable_gqa`` and fewer key
     heads than query heads, split the query heads into (key head, query head within it)."""
-    (q, k, v), (tq, tk, tv) = qkv, layouts
-    sq, sk = ctx.shape(q), ctx.shape(k)
+    sq, sk, sv = ctx.shape(ctx["query"]), ctx.shape(ctx["key"]), ctx.shape(ctx["value"])
     nb = len(tq) - 2
     gqa = bool(ctx["enable_gqa"]) and nb >= 1 and sq[-3] != sk[-3]
     for i in range(nb):
@@ -54,7 +53,7 @@ def _tie_batch_axes(ctx: Context, qkv: tuple[Any, Any, Any], layouts: tuple[Axis
                 ctx.g.add_role(tk[-3], "heads")
                 ctx.g.add_role(parts[1], "query heads per key head")
             continue
-        cands = [t[d] for t, s in ((tq, sq), (tk, sk), (tv, ctx.shape(v))) if len(t) >= -d and s[d] != 1]
+        cands = [t[d] for t, s in ((tq, sq), (tk, sk), (tv, sv)) if len(t) >= -d and s[d] != 1]
         for c in cands[1:]:
             ctx.unify(cands[0], c)
         if i == nb - 1 and nb >= 2:

@@ -45,6 +45,7 @@ __all__ = [
     "Rule",
     "RuleOutput",
     "TupleLayouts",
+    "bind_arguments",
     "block_everything",
     "dim_index",
     "flat_nodes",
