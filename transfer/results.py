@@ -22,6 +22,11 @@ from transfer.files import atomic_write_json
 __all__ = ["TransferError", "load_results", "merge_result", "best_method"]
 
 RESULTS = "results.json"
+# the advice for a damaged results.json; following it works (tests/reliability)
+REWRITE = (
+    "delete {path} and re-run the same transfer command: finished methods are rewritten from their saved "
+    "state (.state/) without recomputing"
+)
 
 
 class TransferError(ValueError):
@@ -36,10 +41,27 @@ def load_results(out: str | os.PathLike) -> dict | None:
     try:
         results = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TransferError(f"{path} is not readable JSON ({e}); move it away or use another --out") from e
+        raise TransferError(f"{path} is not readable JSON ({e}); {REWRITE.format(path=path)}") from e
     if not isinstance(results, dict) or not isinstance(results.get("methods"), dict):
-        raise TransferError(f"{path} is not a transfer results file (no 'methods' table); use another --out")
+        raise TransferError(f"{path} is not a transfer results file (no 'methods' table); {REWRITE.format(path=path)}")
+    for method, entry in results["methods"].items():
+        if not _valid_entry(entry):
+            raise TransferError(
+                f"{path}: the entry of {method!r} is damaged (it needs val_acc, val_loss and best_t); "
+                + REWRITE.format(path=path)
+            )
     return results
+
+
+def _valid_entry(entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    acc, loss, best = entry.get("val_acc"), entry.get("val_loss"), entry.get("best_t")
+    numbers = all(
+        isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        for v in (acc, loss)
+    )
+    return numbers and isinstance(best, int) and not isinstance(best, bool) and 0 <= best < len(acc)
 
 
 def merge_result(out: Path, setting: Mapping[str, Any], method: str, result: Mapping[str, Any]) -> dict:

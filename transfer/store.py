@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from permgraph.apply import Permutation
@@ -92,6 +93,8 @@ class RunStore(MemoryStore):
                 f"{self.folder} holds an unfinished {setting.get('method')} run with another setting ({got}); "
                 "rerun with the same arguments, or use another --out / delete it"
             )
+        if not _valid_record(record, setting.get("T")):
+            raise StoreError(f"{path} is not a consistent transfer state; delete {self.folder} to start over")
         return record
 
     def commit(self, record: Mapping[str, Any]) -> None:
@@ -106,14 +109,23 @@ class RunStore(MemoryStore):
 
     def _load(self, kind: str, t: int) -> State | None:
         path = self._file(kind, t)
-        return load_file(str(path)) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise StoreError(f"{path} is damaged ({e}); delete {self.folder} to redo this method from the start") from e
 
     def save_perm(self, t: int, perm: Permutation) -> None:
         self._save("perm", t, perm)
 
     def load_perm(self, t: int) -> Permutation | None:
         perm = self._load("perm", t)
-        return None if perm is None else {k: v.long() for k, v in perm.items()}
+        if perm is None:
+            return None
+        if any(v.dtype.is_floating_point or v.dim() not in (1, 2) for v in perm.values()):
+            raise StoreError(f"{self._file('perm', t)} does not hold permutations; delete {self.folder} to start over")
+        return {k: v.long() for k, v in perm.items()}
 
     def save_pair(self, t: int, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
         pair = {f"target/{k}": v for k, v in target.items()}
@@ -135,6 +147,21 @@ class RunStore(MemoryStore):
     def discard(self) -> None:
         """Remove the folder (a deterministic failure: a rerun would fail the same way)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _valid_record(record: Mapping[str, Any], T: Any) -> bool:
+    """The fields the engine reads, with the types and lengths it relies on."""
+    done = record.get("done")
+    if isinstance(done, bool) or not isinstance(done, int) or not isinstance(T, int) or not -1 <= done <= T:
+        return False
+    lists = [record.get(k) for k in ("val_acc", "val_loss")]
+    if not all(isinstance(v, list) and len(v) == done + 1 and all(_is_number(x) for x in v) for v in lists):
+        return False
+    return all(_is_number(record.get(k)) for k in ("seconds", "eval_seconds", "lsa_seconds", "lsa_calls"))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _strip(pair: Mapping[str, torch.Tensor], prefix: str) -> State:

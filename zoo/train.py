@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from transfer.engine import state_sha
 from transfer.evaluation import default_loss, evaluate, logits_of
-from transfer.files import MARKER, output_folder
+from transfer.files import MARKER, atomic_write_json, output_folder
 from transfer.options import OptionsError, check_finite, check_positive_int, options_from
 from transfer.trajectory import Trajectory, TrajectoryWriter
 from zoo.data import DataSplits, load
@@ -231,11 +231,14 @@ class _Run:
 
 
 def _resume(run: _Run, out: Path, config: dict) -> Trajectory | bool:
-    """Continue a run recorded in ``out``: the finished trajectory when it is complete, True when the
-    run was restored mid-way, False for a fresh start. Refuses a run of another configuration."""
+    """Continue a run recorded in ``out``: the finished trajectory when it is complete (every
+    checkpoint intact), True when the run was restored mid-way, False for a fresh start. Refuses a
+    run of another configuration. Damaged or missing checkpoints are regenerated: training is
+    deterministic, so rerunning from the last intact resume point (or from the start) rewrites the
+    very same bits."""
     if not (out / "manifest.json").exists():
         return False
-    traj = Trajectory(out)
+    traj = Trajectory(out, check_files=False)
     if not traj.checkpoints:  # an earlier start that saved nothing: start afresh
         (out / "manifest.json").unlink()
         return False
@@ -246,17 +249,34 @@ def _resume(run: _Run, out: Path, config: dict) -> Trajectory | bool:
             f"{out} already holds a run with another configuration (recorded vs asked: {diff}); "
             "use another --out, or delete the folder to start over"
         )
-    if traj.complete and traj.steps and traj.steps[-1] == run.total:
+    damaged = traj.damaged()
+    if damaged:
+        first = damaged[0]["step"]
+        log.warning("%s: %d damaged or missing checkpoint(s) from step %d (%s); regenerating them", out,
+                    len(damaged), first, ", ".join(c["file"] for c in damaged[:3]))  # fmt: skip
+        _forget_from(out, traj, first)
+        traj = Trajectory(out, check_files=False)
+    elif traj.complete and traj.steps and traj.steps[-1] == run.total:
         log.info("%s is already complete; nothing to do", out)
         return traj
     step = load_train_state(out, config, run.opt, run.aug_gen, traj.steps)
     if step is None:
-        log.warning("%s has checkpoints but no usable resume state; restarting from step 0", out)
+        if traj.checkpoints and not damaged:
+            log.warning("%s has checkpoints but no usable resume state; restarting from step 0", out)
         return False
     run.model.load_state_dict(traj.load_step(step))
     run.step = step
     log.info("resuming %s from step %d", out, step)
     return True
+
+
+def _forget_from(out: Path, traj: Trajectory, step: int) -> None:
+    """Drop the manifest's checkpoints from ``step`` on (and a resume state past them): they will be
+    written again. The files stay until overwritten; the manifest is the only index."""
+    manifest = dict(traj.manifest)
+    manifest["checkpoints"] = [c for c in traj.checkpoints if c["step"] < step]
+    manifest["complete"] = False
+    atomic_write_json(out / "manifest.json", manifest)
 
 
 def _loop(run: _Run, writer: TrajectoryWriter, out: Path) -> None:

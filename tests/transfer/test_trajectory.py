@@ -82,7 +82,7 @@ def test_truncated_checkpoint_is_reported_as_corrupt(tmp_path):
     f.write_bytes(f.read_bytes()[:-7])
     traj = Trajectory(tmp_path / "run")
     traj.load(0)
-    with pytest.raises(TrajectoryError, match="corrupt checkpoint .*delete it and re-run training"):
+    with pytest.raises(TrajectoryError, match="corrupt checkpoint .*re-run the command that recorded this trajectory"):
         traj.load(1)
     with pytest.raises(TrajectoryError, match="corrupt checkpoint"):
         Trajectory(tmp_path / "run", verify=False).load(1)

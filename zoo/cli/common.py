@@ -46,10 +46,19 @@ def _one_line(error: BaseException) -> str:
 def run_command(prog: str, fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, resume_hint: str = "") -> int:
     """``fn(args)`` with the project's exit codes and one-line messages on stderr."""
     debug = getattr(args, "debug", False)
-    level = logging.INFO if getattr(args, "verbose", False) or debug else logging.WARNING
+    level = logging.DEBUG if debug else logging.INFO if getattr(args, "verbose", False) else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:  # torch's own diagnostics (failed traces, guards) are for --debug; our message says what to do
+        logging.getLogger("torch").setLevel(logging.ERROR)
     try:
         return fn(args)
+    except OSError as e:  # a path that cannot be read or written: the user's to fix
+        if debug:
+            traceback.print_exc()
+        where = f" {e.filename}" if e.filename else ""
+        print(f"{prog}: error: cannot access{where}: {e.strerror or e}; check the path and its permissions",
+              file=sys.stderr)  # fmt: skip
+        return BAD_INPUT
     except USER_ERRORS as e:
         if debug:
             traceback.print_exc()

@@ -1,7 +1,12 @@
 """``permgraph inspect MODEL`` and ``permgraph verify MODEL``.
 
 MODEL is a model id: ``torchvision:resnet18``, ``timm:vit_tiny_patch16_224``,
-``hf:gpt2?n_layer=2&n_embd=64``, ``zoo:conv8?width=0.25`` or ``package.module:factory``.
+``hf:gpt2?n_layer=2&n_embd=64``, ``zoo:conv8?width=0.25`` or ``package.module:factory`` (your own
+model: a function returning an ``nn.Module``; the module must be importable, e.g. on PYTHONPATH).
+
+Example inputs: the model's own (zoo models, ``example_inputs()`` on your module), or
+``--input SHAPE[:DTYPE]`` once per positional input (``--input 2,3,32,32 --input 2,10:long``).
+
 This command line is the top layer: it resolves ids with ``zoo.models``; the ``permgraph`` library
 itself never imports zoo. Exit codes: 0 success, 1 verify failed, 2 bad input (unknown model,
 untraceable), 3 internal error.
@@ -10,7 +15,9 @@ untraceable), 3 internal error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,13 +26,46 @@ import torch
 
 import permgraph
 from permgraph.draw import save_png, spec_table, to_dot
+from permgraph.spec import PermSpec
+from transfer.files import atomic_write_bytes
 from zoo.cli.common import add_common_flags, run_command
 from zoo.errors import ZooError
 
-__all__ = ["main"]
+__all__ = ["main", "parse_input"]
+
+DTYPES = {"float": torch.float32, "float32": torch.float32, "float64": torch.float64, "double": torch.float64,
+          "long": torch.long, "int64": torch.long, "int": torch.long, "bool": torch.bool}  # fmt: skip
 
 
-def _load(model_id: str, input_shape: str | None, seed: int) -> tuple[torch.nn.Module, tuple, dict]:
+def parse_input(text: str) -> tuple[tuple[int, ...], torch.dtype]:
+    """``"2,3,32,32"`` or ``"2,16:long"`` -> (shape, dtype); every size a positive int.
+
+    >>> parse_input("2,16:long")
+    ((2, 16), torch.int64)
+    """
+    shape_text, _, dtype_text = text.partition(":")
+    try:
+        shape = tuple(int(s) for s in shape_text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise ZooError(f"--input {text!r}: give positive sizes like 1,3,224,224 (and :long for token ids)")
+    dtype = DTYPES.get(dtype_text.strip().lower() or "float")
+    if dtype is None:
+        raise ZooError(f"--input {text!r}: unknown dtype {dtype_text!r}; use one of {', '.join(DTYPES)}")
+    return shape, dtype
+
+
+def _example(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    if dtype == torch.bool:
+        return torch.rand(shape, generator=g) < 0.5
+    if not dtype.is_floating_point:
+        return torch.randint(0, 2, shape, generator=g, dtype=dtype)  # valid ids for any vocabulary
+    return torch.randn(shape, generator=g, dtype=dtype)
+
+
+def _load(model_id: str, inputs: list[str] | None, seed: int) -> tuple[torch.nn.Module, tuple, dict]:
     from zoo import models as zoo_models
 
     torch.manual_seed(seed)
@@ -33,65 +73,122 @@ def _load(model_id: str, input_shape: str | None, seed: int) -> tuple[torch.nn.M
         model = zoo_models.build(model_id, trust_code=True)  # typed by the user
     except (TypeError, ValueError) as e:  # a constructor refusing the id's arguments
         raise ZooError(f"cannot build {model_id!r}: {e}") from e
-    if input_shape:
-        try:
-            shape = tuple(int(s) for s in input_shape.replace("x", ",").split(",") if s)
-        except ValueError as e:
-            raise ZooError(f"--input-shape must look like 1,3,224,224, got {input_shape!r}") from e
-        return model, (torch.randn(*shape),), {}
+    if inputs:
+        return model, tuple(_example(*parse_input(text)) for text in inputs), {}
     try:
-        inputs = zoo_models.example_inputs(model_id, trust_code=True)
-    except Exception as e:
-        raise ZooError(f"no default inputs for {model_id!r} ({e}); pass --input-shape") from e
+        example = zoo_models.example_inputs(model, trust_code=True) if hasattr(model, "example_inputs") \
+            else zoo_models.example_inputs(model_id, trust_code=True)  # fmt: skip
+    except (ZooError, TypeError, ValueError) as e:
+        raise ZooError(
+            f"no default inputs for {model_id!r} ({e}); pass --input SHAPE once per input (e.g. --input 1,3,224,224), "
+            "or give your model an example_inputs() method"
+        ) from e
     kwargs: dict[str, Any] = {}
-    if isinstance(inputs, dict):
-        return model, (), inputs
-    return model, tuple(inputs), kwargs
+    if isinstance(example, dict):
+        return model, (), example
+    return model, tuple(example), kwargs
+
+
+def _infer(args: argparse.Namespace, model: torch.nn.Module, ex_args: tuple, ex_kwargs: dict, **kw: Any):
+    try:
+        return permgraph.infer(model, ex_args, ex_kwargs, name=args.model, per_block=args.per_block, **kw)
+    except permgraph.TraceError as e:
+        sig = _forward_arity(model)
+        if sig is not None and sig != len(ex_args) + len(ex_kwargs):
+            raise ZooError(
+                f"{e} -- the model's forward takes {sig} inputs and got {len(ex_args) + len(ex_kwargs)}: pass "
+                "--input SHAPE once per input (e.g. --input 2,4 --input 2,3), or in Python "
+                "permgraph.infer(model, example_inputs)"
+            ) from e
+        raise
+
+
+def _forward_arity(model: torch.nn.Module) -> int | None:
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return sum(1 for p in params if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                                     p.POSITIONAL_OR_KEYWORD))
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    model, ex_args, ex_kwargs = _load(args.model, args.input_shape, args.seed)
+    model, ex_args, ex_kwargs = _load(args.model, args.input, args.seed)
+    if args.out:
+        check_output_file(Path(args.out), args.format, args.force)
     t0 = time.perf_counter()
-    spec, analysis = permgraph.infer(model, ex_args, ex_kwargs, name=args.model, return_analysis=True,
-                                     per_block=args.per_block)
+    spec, analysis = _infer(args, model, ex_args, ex_kwargs, return_analysis=True)
     seconds = time.perf_counter() - t0
     if args.format == "table":
         print(spec_table(spec, show_blocked=args.blocked))
         print(f"trace {analysis.seconds['trace']:.2f} s, infer {analysis.seconds['infer']:.3f} s "
-              f"(total {seconds:.2f} s)")
+              f"(total {seconds:.2f} s)")  # fmt: skip
         if analysis.unknown_ops:
             print("ops without a rule (their axes are blocked): "
-                  + ", ".join(f"{k} ×{v}" for k, v in analysis.unknown_ops.items()))
-    elif args.format == "json":
-        text = spec.to_json()
+                  + ", ".join(f"{k} ×{v}" for k, v in analysis.unknown_ops.items()))  # fmt: skip
+    elif args.format in ("json", "dot"):
+        text = spec.to_json() if args.format == "json" else to_dot(analysis, spec)
         if args.out:
-            _write(args.out, text)
-        else:
-            print(text)
-    elif args.format == "dot":
-        text = to_dot(analysis, spec)
-        if args.out:
-            _write(args.out, text)
+            atomic_write_bytes(args.out, (text + "\n").encode())
+            print(f"wrote {args.out}")
         else:
             print(text)
     else:
-        out = args.out or f"{args.model.replace(':', '_').replace('?', '_').replace('/', '_')}.png"
-        print(f"wrote {save_png(analysis, spec, out)}")
+        out = Path(args.out or f"{args.model.replace(':', '_').replace('?', '_').replace('/', '_')}.png")
+        if not args.out:
+            check_output_file(out, "png", args.force)
+        print(f"wrote {_save_png_atomically(analysis, spec, out)}")
     return 0
 
 
-def _write(path: str, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(p)
-    print(f"wrote {p}")
+def check_output_file(path: Path, fmt: str, force: bool) -> None:
+    """Refuse, before any work, a path that cannot be a file, or a file this command did not write."""
+    if path.is_dir():
+        raise ZooError(f"--out {path} is a folder; give a file path (e.g. {path / ('spec.' + fmt)})")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ZooError(f"--out {path} lies below {parent}, which is a file; give another path")
+            break
+    if path.exists() and not force and not _written_by_us(path, fmt):
+        raise ZooError(f"--out {path} exists and was not written by permgraph; pass --force to replace it")
+
+
+def _written_by_us(path: Path, fmt: str) -> bool:
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError:
+        return False
+    if fmt == "json":
+        try:
+            PermSpec.from_json(path.read_text())
+            return True
+        except Exception:  # noqa: BLE001 - anything unreadable is not ours
+            return False
+    if fmt == "dot":
+        return head.startswith(b"digraph permgraph {")
+    return head.startswith(b"\x89PNG") and b"permgraph" in head
+
+
+def _save_png_atomically(analysis: Any, spec: PermSpec, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        save_png(analysis, spec, tmp)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
 
 
 def _verify(args: argparse.Namespace) -> int:
-    model, ex_args, ex_kwargs = _load(args.model, args.input_shape, args.seed)
-    spec = permgraph.infer(model, ex_args, ex_kwargs, name=args.model, per_block=args.per_block)
+    if args.trials < 1:
+        raise ZooError(f"--trials must be >= 1 (got {args.trials}): zero trials would check nothing")
+    model, ex_args, ex_kwargs = _load(args.model, args.input, args.seed)
+    spec = _infer(args, model, ex_args, ex_kwargs)
     report = permgraph.verify(model, spec, ex_args, ex_kwargs, seed=args.seed, trials=args.trials, control=True)
     print(spec.summary())
     print(report)
@@ -100,26 +197,33 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="permgraph", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_common_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("model", help="model id, e.g. torchvision:resnet18 or zoo:conv8?width=0.25")
-    common.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224 (default: the model's own)")
+    common.add_argument("model", help="model id, e.g. torchvision:resnet18, zoo:conv8?width=0.25, mypkg.models:net")
+    common.add_argument("--input", "--input-shape", dest="input", action="append", metavar="SHAPE[:DTYPE]",
+                        help="an example input, once per positional input: 1,3,224,224 or 2,16:long "
+                        "(default: the model's own example_inputs)")  # fmt: skip
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--per-block", action="store_true",
-                        help="let dims within each attention head / GroupNorm group permute independently")
+                        help="let dims within each attention head / GroupNorm group permute independently")  # fmt: skip
     p = sub.add_parser("inspect", parents=[common], help="list the permutation groups")
     p.add_argument("--format", choices=["table", "json", "dot", "png"], default="table")
     p.add_argument("--out", help="file to write (json / dot / png)")
+    p.add_argument("--force", action="store_true", help="replace an --out file that permgraph did not write")
     p.add_argument("--blocked", action="store_true", help="also list blocked groups and why")
     p.set_defaults(fn=_inspect)
     p = sub.add_parser("verify", parents=[common], help="prove the groups by random permutation")
     p.add_argument("--trials", type=int, default=1)
     p.set_defaults(fn=_verify)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_command("permgraph", args.fn, args)
 
 
