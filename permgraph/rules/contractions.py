@@ -128,4 +128,5 @@ def _einsum(ctx: Context) -> RuleOutput:
             else:
                 letters[ch] = t
     out_shape = ctx.out_shape()
-    return [letters.get(ch) or ctx.fresh(s) for ch, s in zip(rhs, out_shape)]
+    # a layout may be atom 0, which is falsy: test membership, never truthiness
+    return [letters[ch] if ch in letters else ctx.fresh(s) for ch, s in zip(rhs, out_shape)]

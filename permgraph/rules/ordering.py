@@ -30,7 +30,15 @@ def _along_dim(ctx: Context) -> RuleOutput:
     return _block_order(ctx, ctx["dim"])
 
 
-@register("aten.roll", "aten.flip")
-def _along_dims(ctx: Context) -> RuleOutput:
-    """Rolls and flips along the axes in ``dims``."""
+@register("aten.flip")
+def _flip(ctx: Context) -> RuleOutput:
+    """Flips along the axes in ``dims`` (an empty ``dims`` flips nothing)."""
     return _block_order(ctx, ctx["dims"])
+
+
+@register("aten.roll")
+def _roll(ctx: Context) -> RuleOutput:
+    """Rolls along the axes in ``dims``. Without ``dims`` (its default, ``[]``) torch rolls the
+    flattened tensor, which moves units across every axis: all of them are blocked."""
+    dims = ctx["dims"]
+    return _block_order(ctx, None if not dims else dims)

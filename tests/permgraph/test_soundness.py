@@ -1,13 +1,13 @@
 """Soundness: model inputs and outputs are blocked, verify's trained-like values expose
-mistakes that default init hides, and known unsound corners stay visible (strict xfails).
-How each op blocks or passes its axes is in test_op_table.py."""
+mistakes that default init hides, and corners that once were unsound (``roll`` without
+``dims``, an einsum over atom 0) stay fixed. How each op blocks or passes its axes is in
+test_op_table.py."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,7 +80,6 @@ class _Hidden(nn.Module):
         return self.fc2(self.fn(self.fc1(x)))
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: aten.roll without dims (flatten, roll, restore) blocks nothing")
 def test_roll_without_dims_blocks_the_rolled_axes():
     model, x = _Hidden(lambda h: torch.roll(h, 1)), torch.randn(2, 4)
     spec = permgraph.infer(model, (x,))
@@ -97,7 +96,6 @@ class _EinsumOfFirstParameter(nn.Module):
         return self.fc2(F.linear(x, self.w).relu()) + self.fc3(torch.einsum("bi,oi->bo", x, self.w).relu())
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the einsum rule reads atom 0 as 'no layout' (`letters.get(ch) or`)")
 def test_einsum_output_from_atom_zero_keeps_its_ties():
     model, x = _EinsumOfFirstParameter(), torch.randn(2, 4)
     spec = permgraph.infer(model, (x,))
