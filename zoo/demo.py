@@ -24,20 +24,12 @@ import torch
 
 from transfer.methods import method_names, plot_style
 from zoo.cli.common import add_common_flags, run_command
-from zoo.experiments.common import (
-    Context,
-    ensure_run,
-    get_data,
-    model_for,
-    pct,
-    pyplot,
-    save_figure,
-    transfer_methods,
-    write_json,
-)
+from zoo.experiments.context import Context
+from zoo.experiments.pool import ensure_run, transfer_methods
+from zoo.experiments.report import pct, pyplot, save_figure, write_json
+from zoo.experiments.views import get_data, model_for
 
 __all__ = ["main", "run_demo"]
-
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,15 +63,12 @@ def run_demo(args: argparse.Namespace) -> dict:
     tag = f"mlp2_w{args.width}_e{args.epochs}" + (f"_n{args.subset}" if args.subset else "")
     if args.data != "mnist":
         tag = f"{args.data}_{tag}"
-    source = ensure_run(
-        ctx, model, data, seed=101, what="source (seed 101)", out=out / f"{tag}_s101", **train_kw
-    )
-    target = ensure_run(
-        ctx, model, data, seed=102, what="target (seed 102)", out=out / f"{tag}_s102", **train_kw
-    )
+    # named folders under OUT (not the experiments' hashed pool): the guide points at them
+    source, target = (ensure_run(ctx, model, data, train_kw, seed=s, what=f"{role} (seed {s})", out=out / f"{tag}_s{s}")
+                      for role, s in (("source", 101), ("target", 102)))  # fmt: skip
     settings = dict(T=args.T, schedule=args.schedule, linear=True, grad_batches=args.grad_batches, seed=0)
     methods = method_names()
-    res = transfer_methods(ctx, methods, source, target, data, out / f"transfer_{tag}", **settings)
+    res = transfer_methods(ctx, methods, source, target, data, settings, out / f"transfer_{tag}")
     results = {
         "setting": {
             "model": model, "data": data.name, "source": str(source.path), "target": str(target.path),

@@ -1,6 +1,7 @@
 """``python -m zoo.experiments NAME``: run one experiment from its config file.
 
-Errors a user can fix (missing dataset, bad config) print one line and exit with status 2.
+Errors a user can fix (missing dataset, a misspelled config key) print one line and exit with
+status 2, before anything trains.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from zoo.cli.common import add_common_flags, run_command
 from zoo.errors import ZooError
-from zoo.experiments import EXPERIMENTS
+from zoo.experiments.base import experiments
 from zoo.experiments.runner import run_experiment
 
 __all__ = ["main", "build_parser", "parse_sets"]
@@ -72,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     overrides = parse_sets(args.sets)
     if args.name == "list":
-        for name, (_, line) in EXPERIMENTS.items():
-            print(f"{name:14s} {line}")
+        for name, experiment in experiments().items():
+            print(f"{name:14s} {experiment.title}")
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,52 +1,40 @@
 """Reproductions of the paper's figures, one command each, and the experiments beyond it.
 
-    python -m zoo.experiments NAME [--config configs/NAME.toml] [--tiny] [--runs DIR] [--docs DIR]
+    python -m zoo.experiments NAME [--config configs/NAME.toml] [--tiny] [--set KEY=VALUE] [--runs DIR] [--docs DIR]
     python -m zoo.experiments list
 
-Each experiment reads ``configs/NAME.toml``, trains (or reuses) the runs it needs under
-``runs/experiments/NAME/``, and writes ``docs/results/NAME.json`` (numbers), ``NAME*.png`` (plots)
-and ``NAME.md`` (the summary with its command). ``--tiny`` merges the config's ``[tiny]`` table on
+Each experiment is a class registered in its own module (:mod:`zoo.experiments.base`). It reads
+``configs/NAME.toml`` (every key checked before anything trains), trains (or reuses) the runs it
+needs in the shared pool ``runs/experiments/_runs/``, and the runner writes ``docs/results/NAME.json``
+(numbers), ``NAME*.png`` (plots) and ``NAME.md`` (standard header, the experiment's sections, then
+the page's own ``## Reading``, kept verbatim). ``--tiny`` merges the config's ``[tiny]`` table on
 top: seconds instead of minutes, for the test suite; its outputs go under ``runs/experiments-tiny/``
 unless ``--runs`` / ``--docs`` say otherwise, so a tiny run never overwrites the published results.
+
+Modules: ``base`` (protocol, registry, checked config loading), ``runner`` (run, merge, publish),
+``config`` (files and key checks), ``context``, ``setting`` (every experiment's opening: data, model
+id, the runs of a seed pair), ``views`` (data views, model ids), ``pool`` (the shared runs and
+transfers), ``scenario`` (transfer then fine-tune), ``report`` (tables, files), ``reference``
+(published numbers), ``models`` (model variants); the rest are the experiments.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
-__all__ = ["EXPERIMENTS", "get", "run"]
-
-# name -> (module, one line)
-EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "fig5a": (
-        "zoo.experiments.fig5a",
-        "Fig. 5a: 2-MLP on MNIST, T=5, beside the paper and the official code",
-    ),
-    "fig5a_gap": ("zoo.experiments.gap", "what closes the gap to the paper's Fig. 5a: ablations"),
-    "conv8": ("zoo.experiments.conv8", "Fig. 5b/6a: Conv8 trajectory transfer, then fine-tuning vs scratch"),
-    "pretrained": (
-        "zoo.experiments.pretrained",
-        "Fig. 5d-f/6b-d in miniature: transfer between pretrained inits",
-    ),
-    "connectivity": ("zoo.experiments.connectivity", "Sec. 4.3: loss and accuracy along linear paths"),
-    "ensembles": ("zoo.experiments.ensembles", "Table 3 in miniature: ensembles of transferred members"),
-    "trajectories": ("zoo.experiments.trajectories", "linear vs actual trajectories; uniform vs cosine"),
-    "vit_tiny": ("zoo.experiments.attention", "beyond the paper: ViT on MNIST through inferred head groups"),
-    "gpt_tiny": (
-        "zoo.experiments.attention",
-        "beyond the paper: GPT on characters through inferred head groups",
-    ),
-}
+__all__ = ["names", "get", "run"]
 
 
-def get(name: str) -> ModuleType:
-    """The module that implements experiment ``name`` (it has ``run(ctx) -> dict``)."""
-    from zoo.errors import ZooError
+def names() -> list[str]:
+    """Every experiment's name, in the order ``list`` shows them."""
+    from zoo.experiments.base import experiments
 
-    if name not in EXPERIMENTS:
-        raise ZooError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-    return importlib.import_module(EXPERIMENTS[name][0])
+    return list(experiments())
+
+
+def get(name: str):
+    """The experiment registered as ``name`` (an :class:`zoo.experiments.base.Experiment`)."""
+    from zoo.experiments.base import get as get_experiment
+
+    return get_experiment(name)
 
 
 def run(name: str, **kwargs) -> dict:

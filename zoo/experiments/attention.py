@@ -10,15 +10,17 @@ groups listed beside, and for the language model the loss as well as the next-ch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import permgraph
-from zoo.experiments.common import Context, write_json, write_text
-from zoo.experiments.conv8 import _control_lines, scenario
-from zoo.experiments.scenario import finetune_table, save_pair_plot, transfer_table
+from zoo.experiments.base import register
+from zoo.experiments.context import Context
+from zoo.experiments.report import md_table
+from zoo.experiments.scenario import TransferThenFinetune, control_lines, finetune_table, transfer_table
 from zoo.models import build, example_inputs
 
-__all__ = ["run", "group_summary"]
+__all__ = ["group_summary", "AttentionTransfer", "VitTiny", "GptTiny"]
 
 
 def group_summary(model: str) -> list[dict[str, Any]]:
@@ -38,53 +40,40 @@ def group_summary(model: str) -> list[dict[str, Any]]:
     ]
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    out = scenario(ctx)
-    out["groups"] = group_summary(out["model"])
-    write_json(ctx.out(".json"), out)
-    png = save_pair_plot(ctx, out, f"{out['model'].split('?')[0]} on {out['data']}")
-    write_text(ctx.out(".md"), _markdown(ctx, out, png))
-    return out
+class AttentionTransfer(TransferThenFinetune):
+    """The Conv8 scenario for a model whose groups nobody wrote down: the page lists what
+    ``permgraph.infer`` found, and the transferred parameters' loss beside their accuracy."""
+
+    def compute(self, ctx: Context) -> dict[str, Any]:
+        out = super().compute(ctx)
+        out["groups"] = group_summary(out["model"])
+        return out
+
+    def sections(self, ctx: Context, results: Mapping[str, Any]) -> list[str]:
+        free = [g for g in results["groups"] if not g["blocked"]]
+        rows = [[f"`{g['name']}`", g["size"], g["members"], "; ".join(g["structures"])] for g in free]
+        blocked = [f"`{g['name']}` ({g['blocked']})" for g in results["groups"] if g["blocked"]]
+        return [
+            self.setting_line(results),
+            f"## Groups found by `permgraph.infer` ({len(free)} free)",
+            md_table(["group", "size", "tensors", "how members see it"], rows),
+            "Blocked: " + (", ".join(blocked) if blocked else "none") + ".",
+            "## Transferred parameters: validation accuracy (%)",
+            transfer_table(results["transfer"], results["source_val_acc"]),
+            "## Transferred parameters: validation loss",
+            transfer_table(results["transfer"], metric="val_loss"),
+            *control_lines(results),
+            "## Subsequent training: fine-tuning vs scratch (validation accuracy, %)",
+            finetune_table(results["finetune"], results["standard"]),
+            f"![transfer and fine-tuning]({ctx.figure()})",
+        ]
 
 
-def _markdown(ctx: Context, out: dict[str, Any], png: str) -> str:
-    from zoo.experiments.common import md_table
+@register("vit_tiny", "beyond the paper: ViT on MNIST through inferred head groups", rank=80)
+class VitTiny(AttentionTransfer):
+    """ViT on MNIST (``configs/vit_tiny.toml``)."""
 
-    free = [g for g in out["groups"] if not g["blocked"]]
-    rows = [[f"`{g['name']}`", g["size"], g["members"], "; ".join(g["structures"])] for g in free]
-    blocked = [f"`{g['name']}` ({g['blocked']})" for g in out["groups"] if g["blocked"]]
-    tr, ts = out["train"], out["transfer_setting"]
-    lines = [
-        f"# {ctx.config.get('title', ctx.name)}",
-        "",
-        f"Command: `{ctx.command}` (config `configs/{ctx.name}.toml`).",
-        "",
-        f"Setting: `{out['model']}` on `{out['data']}` ({out['train_size']} training samples); seeds "
-        f"{out['seeds']}; training {tr}. Transfer: linear trajectory, {ts}. Fine-tuning from the best "
-        f"transferred point: {out['finetune']['recipe']}. Standard = the target's own training from scratch.",
-        "",
-        f"## Groups found by `permgraph.infer` ({len(free)} free)",
-        "",
-        md_table(["group", "size", "tensors", "how members see it"], rows),
-        "",
-        "Blocked: " + (", ".join(blocked) if blocked else "none") + ".",
-        "",
-        "## Transferred parameters: validation accuracy (%)",
-        "",
-        transfer_table(out["transfer"], out["source_val_acc"]),
-        "",
-        "## Transferred parameters: validation loss",
-        "",
-        transfer_table(out["transfer"], metric="val_loss"),
-        "",
-        *_control_lines(out),
-        "## Subsequent training: fine-tuning vs scratch (validation accuracy, %)",
-        "",
-        finetune_table(out["finetune"], out["standard"]),
-        "",
-        f"![transfer and fine-tuning]({png})",
-        "",
-    ]
-    if ctx.config.get("notes"):
-        lines += ["## Reading", "", ctx.config["notes"].strip(), ""]
-    return "\n".join(lines)
+
+@register("gpt_tiny", "beyond the paper: GPT on characters through inferred head groups", rank=90)
+class GptTiny(AttentionTransfer):
+    """A character-level GPT on Python's standard library (``configs/gpt_tiny.toml``)."""

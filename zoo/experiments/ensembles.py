@@ -15,36 +15,36 @@ The source, the runs and the transfers are those of the experiment named by ``fr
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from transfer.trajectory import Trajectory
-from zoo.experiments.common import (
-    Context,
-    _key,
-    ensure_run,
-    get_data,
-    md_table,
-    model_for,
-    pct,
-    predict_probs,
-    pyplot,
-    save_figure,
-    setting_from,
-    train_from,
-    transfer_methods,
-    write_json,
-    write_text,
-)
+from transfer.evaluation import logits_of
+from transfer.methods import label, plot_style
+from zoo.experiments.base import Experiment, get, register
+from zoo.experiments.config import check_methods, check_recipe
+from zoo.experiments.context import Context
+from zoo.experiments.pool import ensure_run, transfer_methods
 from zoo.experiments.reference import PAPER_TABLE3
+from zoo.experiments.report import md_table, pct, pyplot
+from zoo.experiments.scenario import finetune_from_best
+from zoo.experiments.setting import Setting, open_view, setting_from
+from zoo.models import build
 
-__all__ = ["run", "ensemble_stats"]
+__all__ = ["Ensembles", "ensemble_stats", "predict_probs"]
+
+FULL = "full"  # the ensemble of fully trained members: not a transfer method
 
 
 def ensemble_stats(probs: list[torch.Tensor], y: torch.Tensor) -> dict[str, Any]:
     """Accuracy of each member and of the mean-softmax ensemble, and the mean pairwise disagreement
-    of the members' predictions."""
+    of the members' predictions.
+
+    >>> p = [torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[0.6, 0.4], [0.7, 0.3]])]
+    >>> ensemble_stats(p, torch.tensor([0, 1]))
+    {'members': [1.0, 0.5], 'ensemble': 1.0, 'disagreement': 0.5}
+    """
     preds = [p.argmax(-1) for p in probs]
     ens = torch.stack(probs).mean(0).argmax(-1)
     pairs = list(itertools.combinations(range(len(preds)), 2))
@@ -56,120 +56,114 @@ def ensemble_stats(probs: list[torch.Tensor], y: torch.Tensor) -> dict[str, Any]
     }
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    cfg = ctx.config
-    st = setting_from(cfg["from"], ctx.tiny)
-    data = get_data(st["data"], subset=st["subset"], val_subset=st["val_subset"])
-    model = model_for(st["model"], data)
-    src = ensure_run(ctx, model, data, seed=st["seeds"][0], what="source", **st["train"])
-    method = cfg.get("method", "fgmt")
-    recipe = {k: v for k, v in {**st["train"], **st["finetune"], **cfg.get("finetune", {})}.items()
-              if k not in ("methods", "checkpoint_every")}  # fmt: skip
-    full_states, tr_states, members = [src.final()], [src.final()], []
-    for seed in cfg["members"]:
-        full = ensure_run(ctx, model, data, seed=seed, what=f"full member {seed}", **st["train"])
-        res = transfer_methods(ctx, [method], src, full, data, **st["transfer"])[method]
-        start = Trajectory(res["trajectory"]).load(res["best_t"])
-        out = ctx.pool / f"finetune_{_key(res['trajectory'], res['best_t'], recipe)}"
-        ft = train_from(ctx, start, model, data, out, what=f"{method} member {seed}", **recipe)
-        full_states.append(full.final())
-        tr_states.append(ft.final())
-        best = res["best_t"]
-        members.append({"seed": seed, "best_t": best, "transfer_val_acc": res["val_acc"][best],
-                        "transfer_seconds": res["seconds"], "finetune_curve": ft.metrics("val_acc"),
-                        "full_curve": full.metrics("val_acc")})  # fmt: skip
-    splits = {"val": data.val, "test": data.test if cfg.get("test", True) else None}
-    stats: dict[str, dict[str, Any]] = {"full": {}, method: {}}
-    for split, pair in splits.items():
-        if pair is None:
-            continue
-        x, y = pair
-        for kind, states in (("full", full_states), (method, tr_states)):
-            probs = [predict_probs(model, s, x) for s in states]
-            stats[kind][split] = ensemble_stats(probs, y)
-            stats[kind][split]["by_size"] = [
-                ensemble_stats(probs[:k], y)["ensemble"] for k in range(1, len(probs) + 1)
-            ]
-    out = {
-        "experiment": ctx.name, "command": ctx.command, "from": cfg["from"], "model": model,
-        "data": data.name, "method": method, "source_seed": st["seeds"][0], "members": members,
-        "epochs_full": st["train"]["epochs"], "epochs_transfer": recipe["epochs"], "recipe": recipe,
-        "stats": stats,
-    }  # fmt: skip
-    write_json(ctx.out(".json"), out)
-    _plot(ctx, out)
-    write_text(ctx.out(".md"), _markdown(ctx, out))
-    return out
+@torch.no_grad()
+def predict_probs(
+    model: str, state: Mapping[str, torch.Tensor], x: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
+    """Softmax outputs of a state dict of ``model`` on ``x`` (eval mode)."""
+    net = build(model)
+    net.load_state_dict(dict(state))
+    net.eval()
+    return torch.cat([logits_of(net(x[i : i + batch_size])).softmax(-1) for i in range(0, len(x), batch_size)])
 
 
-def _markdown(ctx: Context, out: dict[str, Any]) -> str:
-    m = out["method"]
-    E, k = out["epochs_full"], out["epochs_transfer"]
-    n = len(out["members"]) + 1
-    rows = []
-    for kind, label in (("full", f"Full: {n - 1} members trained {E} epochs"),
-                        (m, f"{m.upper()}: {n - 1} members transferred + {k} epochs")):  # fmt: skip
-        for split, s in out["stats"][kind].items():
-            mem = s["members"][1:]
-            rows.append([label, split, pct(s["members"][0]), pct(sum(mem) / len(mem)) if mem else "-",
-                         pct(s["ensemble"]), f"{100 * s['disagreement']:.1f}"])  # fmt: skip
-    lines = [
-        f"# {ctx.config.get('title', 'Ensembles of transferred members')}",
-        "",
-        f"Command: `{ctx.command}` (config `configs/{ctx.name}.toml`); source, runs and transfers of "
-        f"`{out['from']}`: `{out['model']}` on `{out['data']}`.",
-        "",
-        f"Ensembles of {n} (the source, seed {out['source_seed']}, plus members from seeds "
-        f"{[x['seed'] for x in out['members']]}), mean of softmax outputs. Transferred members: "
-        f"{m.upper()} from the source onto the member's init, then {k} epochs ({out['recipe']}) from the "
-        f"best transferred point; full members: {E} epochs from the same init.",
-        "",
-        md_table(
-            ["ensemble", "split", "source acc", "mean member acc", "ensemble acc", "disagreement %"], rows
-        ),
-        "",
-        "Members:",
-        "",
-        md_table(
-            ["seed", "best t", "acc at best t", f"after {k} epochs", f"full ({E} epochs)"],
-            [
-                [
-                    x["seed"],
-                    x["best_t"],
-                    pct(x["transfer_val_acc"]),
-                    pct(x["finetune_curve"][-1]),
-                    pct(x["full_curve"][-1]),
-                ]
-                for x in out["members"]
-            ],
-        ),  # fmt: skip
-        "",
-        f"![ensemble accuracy by size]({ctx.name}.png)",
-        "",
-        "Paper, Table 3 (GMT @ fewer epochs / FGMT / Full @ all epochs): "
-        + "; ".join(f"{d} {g} / {f} / {u}" for d, (g, f, u) in PAPER_TABLE3.items())
-        + ".",
-        "",
-    ]
-    if ctx.config.get("notes"):
-        lines += ["## Reading", "", ctx.config["notes"].strip(), ""]
-    return "\n".join(lines)
+def _recipe(st: Setting, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The members' short training: the named experiment's recipe, changed by its ``[finetune]``
+    and then by this config's (less ``methods``; checkpoints every epoch)."""
+    merged = {**st.train, **st.finetune, **cfg.get("finetune", {})}
+    return {k: v for k, v in merged.items() if k not in ("methods", "checkpoint_every")}
 
 
-def _plot(ctx: Context, out: dict[str, Any]) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for kind, style in (("full", "k--o"), (out["method"], "-s")):
-        s = out["stats"][kind]["val"]["by_size"]
-        label = (
-            f"full ({out['epochs_full']} ep)"
-            if kind == "full"
-            else f"{kind.upper()} + {out['epochs_transfer']} ep"
-        )
-        ax.plot(range(1, len(s) + 1), [100 * a for a in s], style, label=label)
+@register("ensembles", "Table 3 in miniature: ensembles of transferred members", rank=60)
+class Ensembles(Experiment):
+    """The source plus one member per seed of ``members``, fully trained or transferred + trained briefly."""
+
+    keys = ("from", "method", "members", "finetune", "test")
+    required = ("from", "members")
+
+    def check(self, cfg: Mapping[str, Any], where: str) -> None:
+        super().check(cfg, where)
+        get(cfg["from"])
+        check_methods([cfg.get("method", "fgmt")], f"{where} method")
+
+    def compute(self, ctx: Context) -> dict[str, Any]:
+        cfg = ctx.config
+        st = setting_from(cfg["from"], ctx.tiny)
+        recipe = _recipe(st, cfg)
+        check_recipe(recipe, f"{ctx.config_file} [finetune] over {cfg['from']}'s [train]")
+        method = cfg.get("method", "fgmt")
+        data, model = open_view(st)
+        src = ensure_run(ctx, model, data, st.train, seed=st.seeds[0], what="source")
+        states: dict[str, list] = {FULL: [src.final()], method: [src.final()]}
+        members = []
+        for seed in cfg["members"]:
+            full = ensure_run(ctx, model, data, st.train, seed=seed, what=f"full member {seed}")
+            res = transfer_methods(ctx, [method], src, full, data, st.transfer)[method]
+            ft = finetune_from_best(ctx, res, model, data, recipe, f"{method} member {seed}")
+            states[FULL].append(full.final())
+            states[method].append(ft.final())
+            members.append({"seed": seed, "best_t": res["best_t"], "transfer_val_acc": res["val_acc"][res["best_t"]],
+                            "transfer_seconds": res["seconds"], "finetune_curve": ft.metrics("val_acc"),
+                            "full_curve": full.metrics("val_acc")})  # fmt: skip
+        splits = {"val": data.val, "test": data.test if cfg.get("test", True) else None}
+        stats = {kind: {split: _stats(model, s, pair) for split, pair in splits.items() if pair is not None}
+                 for kind, s in states.items()}  # fmt: skip
+        return {
+            "from": cfg["from"], "model": model, "data": data.name, "method": method, "source_seed": st.seeds[0],
+            "members": members, "epochs_full": st.train["epochs"], "epochs_transfer": recipe["epochs"],
+            "recipe": recipe, "stats": stats,
+        }  # fmt: skip
+
+    def plots(self, ctx: Context, results: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        return [("", _figure(results))]
+
+    def sections(self, ctx: Context, results: Mapping[str, Any]) -> list[str]:
+        r, m = results, label(results["method"])
+        E, k, n = r["epochs_full"], r["epochs_transfer"], len(r["members"]) + 1
+        rows = []
+        for kind, name in ((FULL, f"Full: {n - 1} members trained {E} epochs"),
+                           (r["method"], f"{m}: {n - 1} members transferred + {k} epochs")):  # fmt: skip
+            for split, s in r["stats"][kind].items():
+                mem = s["members"][1:]
+                rows.append([name, split, pct(s["members"][0]), pct(sum(mem) / len(mem)) if mem else "-",
+                             pct(s["ensemble"]), f"{100 * s['disagreement']:.1f}"])  # fmt: skip
+        members = [[x["seed"], x["best_t"], pct(x["transfer_val_acc"]), pct(x["finetune_curve"][-1]),
+                    pct(x["full_curve"][-1])] for x in r["members"]]  # fmt: skip
+        return [
+            f"Source, runs and transfers of `{r['from']}`: `{r['model']}` on `{r['data']}`.",
+            f"Ensembles of {n} (the source, seed {r['source_seed']}, plus members from seeds "
+            f"{[x['seed'] for x in r['members']]}), mean of softmax outputs. Transferred members: {m} from the "
+            f"source onto the member's init, then {k} epochs ({r['recipe']}) from the best transferred point; "
+            f"full members: {E} epochs from the same init.",
+            md_table(["ensemble", "split", "source acc", "mean member acc", "ensemble acc", "disagreement %"], rows),
+            "Members:",
+            md_table(["seed", "best t", "acc at best t", f"after {k} epochs", f"full ({E} epochs)"], members),
+            f"![ensemble accuracy by size]({ctx.figure()})",
+            "Paper, Table 3 (GMT @ fewer epochs / FGMT / Full @ all epochs): "
+            + "; ".join(f"{d} {g} / {f} / {u}" for d, (g, f, u) in PAPER_TABLE3.items()) + ".",
+        ]
+
+
+def _stats(model: str, states: list, pair: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """The ensemble's statistics on one split, and its accuracy as members are added one by one."""
+    x, y = pair
+    probs = [predict_probs(model, s, x) for s in states]
+    by_size = [ensemble_stats(probs[:k], y)["ensemble"] for k in range(1, len(probs) + 1)]
+    return {**ensemble_stats(probs, y), "by_size": by_size}
+
+
+def _figure(results: Mapping[str, Any]) -> Any:
+    fig, ax = pyplot().subplots(figsize=(5, 3.6))
+    for kind in (FULL, results["method"]):
+        s = results["stats"][kind]["val"]["by_size"]
+        if kind == FULL:
+            style = {"fmt": "k--o", "label": f"full ({results['epochs_full']} ep)"}
+        else:
+            style = {**plot_style(kind), "label": f"{label(kind)} + {results['epochs_transfer']} ep"}
+        ax.plot(range(1, len(s) + 1), [100 * a for a in s], style.pop("fmt"), **style)
     ax.set_xlabel("ensemble size (source first)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{out['model'].split('?')[0]} on {out['data']}", fontsize=9)
-    save_figure(fig, ctx.out(".png"))
+    ax.set_title(f"{results['model'].split('?')[0]} on {results['data']}", fontsize=9)
+    return fig

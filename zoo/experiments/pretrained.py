@@ -9,85 +9,86 @@ paper's ImageNet -> Cars / CUB setting, shrunk to what a CPU does in minutes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from zoo.experiments.common import (
-    Context,
-    _key,
-    ensure_run,
-    get_data,
-    model_for,
-    pct,
-    train_from,
-    write_json,
-    write_text,
-)
+from zoo.experiments.base import Experiment, register
+from zoo.experiments.config import check_keys, check_recipe
+from zoo.experiments.context import Context
+from zoo.experiments.pool import pool_folder, train_from
+from zoo.experiments.report import pct
 from zoo.experiments.scenario import (
+    check_finetune,
     finetune_table,
+    pair_figure,
     reinit_head,
-    save_pair_plot,
     transfer_table,
     transfer_then_finetune,
 )
+from zoo.experiments.setting import Pair, Setting, open_pair, open_view
 
-__all__ = ["run"]
-
-
-def run(ctx: Context) -> dict[str, Any]:
-    cfg = ctx.config
-    pre, task = cfg["pretrain"], cfg["task"]
-    data_a = get_data(cfg["data"], labels=pre.get("labels"), subset=pre.get("subset"),
-                      val_subset=cfg.get("val_subset"))  # fmt: skip
-    data_b = get_data(task.get("data", cfg["data"]), labels=task.get("labels"), subset=task.get("subset"),
-                      val_subset=cfg.get("val_subset"))  # fmt: skip
-    model = model_for(cfg["model"], data_a)
-    s1, s2 = cfg["seeds"]
-    h1, h2 = cfg["head_seeds"]
-    pre_a = ensure_run(ctx, model, data_a, seed=s1, what=f"pretrain {s1}", **pre["train"])
-    pre_b = ensure_run(ctx, model, data_a, seed=s2, what=f"pretrain {s2}", **pre["train"])
-    recipe = dict(task["train"])
-    runs = {}
-    for name, pre_run, head in (("source", pre_a, h1), ("target", pre_b, h2)):
-        init = reinit_head(pre_run.final(), model, head)
-        folder = ctx.pool / f"taskft_{_key(str(pre_run.path), head, data_b.name, recipe)}"
-        what = f"{name}: fine-tune on the task"
-        runs[name] = train_from(ctx, init, model, data_b, folder, seed=head, what=what, **recipe)
-    result = transfer_then_finetune(ctx, model, data_b, runs["source"], runs["target"], cfg, recipe)
-    out = {
-        "experiment": ctx.name, "command": ctx.command, "model": model, "pretrain_data": data_a.name,
-        "task_data": data_b.name, "seeds": [s1, s2], "head_seeds": [h1, h2],
-        "pretrain": pre["train"], "task_train": recipe, "transfer_setting": cfg["transfer"],
-        "pretrained_val_acc": [pre_a.metrics("val_acc")[-1], pre_b.metrics("val_acc")[-1]], **result,
-    }  # fmt: skip
-    write_json(ctx.out(".json"), out)
-    png = save_pair_plot(ctx, out, f"{model.split('?')[0]}: {data_a.name} -> {data_b.name}")
-    write_text(ctx.out(".md"), _markdown(ctx, out, png))
-    return out
+__all__ = ["Pretrained"]
 
 
-def _markdown(ctx: Context, out: dict[str, Any], png: str) -> str:
-    lines = [
-        f"# {ctx.config.get('title', 'Transfer between pretrained inits')}",
-        "",
-        f"Command: `{ctx.command}` (config `configs/{ctx.name}.toml`).",
-        "",
-        f"Setting: `{out['model']}`. Pretraining on `{out['pretrain_data']}` from seeds {out['seeds']} "
-        f"({out['pretrain']}; val acc {', '.join(pct(a) for a in out['pretrained_val_acc'])} %). Heads "
-        f"re-initialised with seeds {out['head_seeds']}, then fine-tuned on `{out['task_data']}` "
-        f"({out['task_train']}): the source's fine-tuning is the trajectory transferred; the target's is "
-        f"Standard. Transfer: linear trajectory, {out['transfer_setting']}.",
-        "",
-        "## Transferred parameters (Fig. 5d-f)",
-        "",
-        transfer_table(out["transfer"], out["source_val_acc"]),
-        "",
-        "## Subsequent training (Fig. 6b-d): from the transferred point vs standard fine-tuning",
-        "",
-        finetune_table(out["finetune"], out["standard"]),
-        "",
-        f"![transfer and fine-tuning]({png})",
-        "",
-    ]
-    if ctx.config.get("notes"):
-        lines += ["## Reading", "", ctx.config["notes"].strip(), ""]
-    return "\n".join(lines)
+@register("pretrained", "Fig. 5d-f/6b-d in miniature: transfer between pretrained inits", rank=40)
+class Pretrained(Experiment):
+    """Pretrain a pair on ``[pretrain]``, fine-tune both on ``[task]`` from fresh heads, transfer
+    the source's fine-tuning onto the target's pretrained init, and train on from there."""
+
+    keys = ("model", "data", "val_subset", "seeds", "head_seeds", "methods", "pretrain", "task", "transfer",
+            "finetune")  # fmt: skip
+    required = ("model", "data", "seeds", "head_seeds", "methods", "pretrain", "task", "transfer")
+
+    def check(self, cfg: Mapping[str, Any], where: str) -> None:
+        super().check(cfg, where)
+        check_keys(cfg["pretrain"], ("labels", "subset", "train"), f"{where} [pretrain]")
+        check_keys(cfg["task"], ("data", "labels", "subset", "train"), f"{where} [task]")
+        check_recipe(cfg["pretrain"]["train"], f"{where} [pretrain.train]")
+        check_recipe(cfg["task"]["train"], f"{where} [task.train]")
+        check_finetune(cfg, cfg["task"]["train"], where)
+
+    def compute(self, ctx: Context) -> dict[str, Any]:
+        cfg = ctx.config
+        pre, task = cfg["pretrain"], cfg["task"]
+        view = dict(name="pretrain", model=cfg["model"], data=cfg["data"], seeds=tuple(cfg["seeds"]),
+                    val_subset=cfg.get("val_subset"))  # fmt: skip
+        pretrained = open_pair(ctx, Setting(**view, train=pre["train"], subset=pre.get("subset"), labels=pre.get("labels")))
+        task_setting = Setting(**{**view, "name": "task", "data": task.get("data", cfg["data"])}, train=task["train"],
+                               subset=task.get("subset"), labels=task.get("labels"))  # fmt: skip
+        data_b, _ = open_view(task_setting)
+        recipe = dict(task["train"])
+        runs = {}
+        for role, pre_run, head in (("source", pretrained.source, cfg["head_seeds"][0]),
+                                    ("target", pretrained.target, cfg["head_seeds"][1])):  # fmt: skip
+            init = reinit_head(pre_run.final(), pretrained.model, head)
+            folder = pool_folder(ctx, "taskft", str(pre_run.path), head, data_b.name, recipe)
+            runs[role] = train_from(ctx, init, pretrained.model, data_b, folder, recipe, seed=head,
+                                    what=f"{role}: fine-tune on the task")  # fmt: skip
+        task_pair = Pair(task_setting, data_b, pretrained.model, runs["source"], runs["target"])
+        result = transfer_then_finetune(ctx, task_pair, cfg, recipe)
+        return {
+            "model": pretrained.model, "pretrain_data": pretrained.data.name, "task_data": data_b.name,
+            "seeds": list(cfg["seeds"]), "head_seeds": list(cfg["head_seeds"]), "pretrain": pre["train"],
+            "task_train": recipe, "transfer_setting": cfg["transfer"],
+            "pretrained_val_acc": [r.metrics("val_acc")[-1] for r in (pretrained.source, pretrained.target)], **result,
+        }  # fmt: skip
+
+    def plots(self, ctx: Context, results: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        title = f"{results['model'].split('?')[0]}: {results['pretrain_data']} -> {results['task_data']}"
+        return [("", pair_figure(results, title))]
+
+    def sections(self, ctx: Context, results: Mapping[str, Any]) -> list[str]:
+        r = results
+        return [
+            f"Setting: `{r['model']}`. Pretraining on `{r['pretrain_data']}` from seeds {r['seeds']} "
+            f"({r['pretrain']}; val acc {', '.join(pct(a) for a in r['pretrained_val_acc'])} %). Heads "
+            f"re-initialised with seeds {r['head_seeds']}, then fine-tuned on `{r['task_data']}` "
+            f"({r['task_train']}): the source's fine-tuning is the trajectory transferred; the target's is "
+            f"Standard. Transfer: linear trajectory, {r['transfer_setting']}.",
+            "## Transferred parameters (Fig. 5d-f)",
+            transfer_table(r["transfer"], r["source_val_acc"]),
+            "## Subsequent training (Fig. 6b-d): from the transferred point vs standard fine-tuning",
+            finetune_table(r["finetune"], r["standard"]),
+            f"![transfer and fine-tuning]({ctx.figure()})",
+        ]
+

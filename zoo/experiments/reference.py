@@ -12,8 +12,6 @@ from __future__ import annotations
 
 __all__ = ["PAPER_FIG5A", "PAPER_FIG5A_TRAINED", "OFFICIAL_FIG5A", "PAPER_CONV8", "PAPER_TABLE3"]
 
-METHODS = ("gmt", "fgmt", "naive", "oracle")
-
 # t -> accuracy, per method
 PAPER_FIG5A: dict[str, dict[int, float]] = {
     "gmt": {1: 87.2, 2: 96.8, 5: 98.05},

@@ -1,0 +1,158 @@
+"""The shared pool of runs: every expensive piece (a training run, a transfer, a fine-tuning) is
+stored in a folder named after its settings and reused when any experiment asks for it again.
+
+So a rerun after an interruption, after editing only the plots, or of an experiment that builds on
+another's runs (``from = "fig5a"``) costs seconds. Folder names hash the config tables *as written*
+(not the normalised :class:`zoo.train.TrainRecipe`): a recorded pool stays found as long as the
+config says the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transfer.engine import TransferEngine
+from transfer.options import TransferOptions, options_from
+from transfer.trajectory import Trajectory
+from zoo.data import DataSplits
+from zoo.experiments.context import Context
+from zoo.experiments.report import pct
+from zoo.models import build, parse_model_id
+from zoo.train import TrainControl, TrainRecipe, train
+
+__all__ = ["settings_key", "pool_folder", "run_folder", "ensure_run", "transfer_methods", "train_from"]
+
+# what decides a stored transfer's numbers, besides its source, target init and data
+_TRANSFER_KEYS = ("T", "schedule", "linear", "grad_batches", "batch_size", "seed")
+
+
+def settings_key(*parts: Any) -> str:
+    """A short stable hash of settings: folder names that change whenever a setting does.
+
+    >>> settings_key("zoo:mlp2", {"lr": 0.1, "epochs": 2}) == settings_key("zoo:mlp2", {"epochs": 2, "lr": 0.1})
+    True
+    """
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def pool_folder(ctx: Context, kind: str, *parts: Any) -> Path:
+    """``POOL/<kind>_<hash of parts>``: the folder of a transfer, fine-tuning or control."""
+    return ctx.pool / f"{kind}_{settings_key(*parts)}"
+
+
+def run_folder(ctx: Context, model: str, data: DataSplits, seed: int, recipe: Mapping[str, Any]) -> Path:
+    """Where the run of (model, data, recipe, seed) lives in the pool: every experiment that asks
+    for the same run gets the same folder, so it is trained once."""
+    _, name, _ = parse_model_id(model)
+    slug = "".join(c if c.isalnum() else "-" for c in data.name).strip("-")
+    return ctx.pool / f"{name}_{slug}_{settings_key(model, data.name, dict(recipe))}_s{seed}"
+
+
+def _complete(out: Path) -> bool:
+    return (out / "manifest.json").exists() and Trajectory(out).complete
+
+
+def ensure_run(
+    ctx: Context,
+    model: str,
+    data: DataSplits,
+    recipe: Mapping[str, Any],
+    *,
+    seed: int,
+    what: str = "",
+    out: Path | None = None,
+) -> Trajectory:
+    """A complete training run (``zoo.train.train``) of ``recipe`` (a ``[train]`` table): reused
+    when it is there, resumed when it was interrupted, trained otherwise. ``out`` defaults to the
+    run's folder in the pool."""
+    out = out if out is not None else run_folder(ctx, model, data, seed, recipe)
+    t0 = time.perf_counter()
+    done = _complete(out)
+    if not done:
+        ctx.say(f"training {what or out.name}: {model} on {data.name}, seed {seed}, {dict(recipe)} -> {out}")
+    control = TrainControl(progress=ctx.progress and not done)
+    traj = train(model, data, TrainRecipe.from_mapping(recipe, "the [train] table"), seed=seed, out=out, control=control)
+    verb = "reused" if done else "trained"
+    ctx.say(f"{verb} {what or out.name}: val acc {pct(traj.metrics('val_acc')[-1])} ({time.perf_counter() - t0:.0f} s)")
+    return traj
+
+
+def transfer_methods(
+    ctx: Context,
+    methods: Iterable[str],
+    source: Trajectory,
+    target: Trajectory,
+    data: DataSplits,
+    options: Mapping[str, Any],
+    out: Path | None = None,
+) -> dict[str, dict]:
+    """Transfer ``source`` onto ``target``'s init with each method (``options``: a ``[transfer]``
+    table) into ``out``, resumably: a finished method is read back from ``out/results.json``.
+    ``target`` is also the reference of methods that need one (Oracle). ``out`` defaults to a pool folder named after the
+    inputs, so experiments share transfers too; each transferred trajectory is ``out/<method>/``."""
+    kw = dict(options)
+    if out is None:
+        out = pool_folder(ctx, "transfer", str(source.path), str(target.path), None, data.name, kw)
+    existing = _read_json(out / "results.json") or {}
+    options_ = options_from(TransferOptions, {**kw, "progress": ctx.progress}, "the transfer options")
+    engine = TransferEngine(build(source.model), data, options_)
+    results: dict[str, dict] = {}
+    for m in methods:
+        prev = existing.get("methods", {}).get(m)
+        reusable = prev is not None and len(prev["t"]) == kw.get("T", 5) + 1
+        if reusable and _same_transfer(existing["setting"], source, target, data, kw):
+            results[m] = prev
+            continue
+        ctx.say(f"transfer {m}: T={kw.get('T', 5)}, {kw.get('schedule', 'uniform')} schedule -> {out}")
+        results[m] = engine.run(m, source, target, target=target, out=out)  # used by methods that need it
+        accs = " ".join(f"{100 * a:5.1f}" for a in results[m]["val_acc"])
+        ctx.say(f"  {m:6s} val acc t=0..: {accs}  ({results[m]['seconds']:.0f} s)")
+    return {m: {**r, "trajectory": str(out / m)} for m, r in results.items()}
+
+
+def _same_transfer(
+    setting: Mapping[str, Any], source: Trajectory, init: Trajectory, data: DataSplits, kw: Mapping[str, Any]
+) -> bool:
+    """Whether a stored results.json was made with these inputs (the engine would refuse a
+    different setting in the same folder anyway; this only decides whether to skip the call)."""
+    return (
+        setting.get("source") == str(source.path)
+        and setting.get("target_init") == str(init.path)
+        and setting.get("data") == data.name
+        and all(setting.get(k) == kw[k] for k in _TRANSFER_KEYS if k in kw)
+    )
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_from(
+    ctx: Context,
+    state: Mapping[str, torch.Tensor],
+    model: str,
+    data: DataSplits,
+    out: Path,
+    recipe: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    what: str = "",
+) -> Trajectory:
+    """The one training loop (``zoo.train``) from a given state: the same minibatch order,
+    learning-rate schedule and per-epoch checkpoints as a run from scratch, so a fine-tuning curve
+    and a from-scratch curve differ only in where they start. Reused when complete."""
+    recipe_ = TrainRecipe.from_mapping(recipe, "the fine-tuning recipe")
+    done = _complete(out)
+    ctx.say(f"{'reusing' if done else 'fine-tuning'} {what or out.name}: {recipe_.epochs} epochs, lr {recipe_.lr} "
+            f"{recipe_.schedule}")  # fmt: skip
+    traj = train(model, data, recipe_, seed=seed, out=out, init=state, control=TrainControl(progress=ctx.progress))
+    ctx.say(f"fine-tuned {what or out.name}: val acc per epoch {' '.join(pct(a) for a in traj.metrics('val_acc'))}")
+    return traj
