@@ -44,6 +44,9 @@ def load_results(out: str | os.PathLike) -> dict | None:
         raise TransferError(f"{path} is not readable JSON ({e}); {REWRITE.format(path=path)}") from e
     if not isinstance(results, dict) or not isinstance(results.get("methods"), dict):
         raise TransferError(f"{path} is not a transfer results file (no 'methods' table); {REWRITE.format(path=path)}")
+    setting = results.get("setting")
+    if not isinstance(setting, dict) or not all(isinstance(setting.get(k), str) for k in ("model", "data")):
+        raise TransferError(f"{path} has no valid 'setting' table; {REWRITE.format(path=path)}")
     for method, entry in results["methods"].items():
         if not _valid_entry(entry):
             raise TransferError(

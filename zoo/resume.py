@@ -6,7 +6,7 @@ step, the run's configuration, the optimizer's state (tensors per parameter and 
 group), the augmentation generator and the global RNG. They are written as
 
     OUT/train_state.safetensors   optimizer tensors, RNG states (uint8)
-    OUT/train_state.json          step, config, param groups, non-tensor optimizer entries
+    OUT/train_state.json          step, config, param groups (for reading), non-tensor optimizer entries
 
 after each checkpoint (JSON last: it is the commit), and removed when the run completes.
 """
@@ -76,12 +76,31 @@ def load_train_state(
     if not isinstance(step, int) or step not in steps:
         return None
     try:
-        opt.load_state_dict({"state": _optimizer_state(doc, tensors), "param_groups": doc["param_groups"]})
+        state = _optimizer_state(doc, tensors)
+        _check_fits(state, opt)
+        # hyper-parameters come from the recipe (the config matched), never from the file
+        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
         aug_gen.set_state(tensors["rng/augment"])
         torch.set_rng_state(tensors["rng/torch"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
         raise ZooError(f"the resume state of {out} does not fit this run ({e}); delete {index_path} to restart") from e
     return step
+
+
+def _check_fits(state: Mapping[int, Mapping[str, Any]], opt: torch.optim.Optimizer) -> None:
+    """Every saved entry belongs to a parameter of this optimizer and has its shape (``step``: a
+    scalar); anything else is refused before it can break a later step."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    for index, entries in state.items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"an entry for parameter {index}, of {len(params)}")
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                shape = () if name == "step" else tuple(params[index].shape)
+                if tuple(value.shape) != shape or not value.dtype.is_floating_point:
+                    raise ValueError(f"{name} of parameter {index} has shape {tuple(value.shape)}, not {shape}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} of parameter {index} is not a number")
 
 
 def _optimizer_state(doc: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> dict[int, dict[str, Any]]:
@@ -90,7 +109,12 @@ def _optimizer_state(doc: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
         if key.startswith("optimizer/"):
             _, index, name = key.split("/", 2)
             state.setdefault(int(index), {})[name] = value
-    for index, entries in doc.get("optimizer_scalars", {}).items():
+    scalars = doc.get("optimizer_scalars", {})
+    if not isinstance(scalars, dict):
+        raise ValueError("optimizer_scalars is not a table")
+    for index, entries in scalars.items():
+        if not isinstance(entries, dict):
+            raise ValueError(f"optimizer_scalars[{index!r}] is not a table")
         state.setdefault(int(index), {}).update(entries)
     return state
 

@@ -1,0 +1,108 @@
+"""Promise 4: exit codes say what happened (0 ok, 1 a check failed, 2 bad input, 3 internal error,
+130 interrupted) and an error is one line on stderr saying what is wrong and what to do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import MODEL, record_run, transfer_args
+
+from zoo.cli.permgraph import main as permgraph
+from zoo.cli.transfer import main as transfer
+from zoo.cli.zoo import main as zoo
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def train_args(out, *extra: str) -> list[str]:
+    return ["train", "--model", MODEL, "--data", "synthetic", "--epochs", "2", "--lr", "0.1", "--seed", "0",
+            "--out", str(out), "--no-progress", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["inspect", MODEL, "--input=-1,784"], "give positive sizes"),
+        (["inspect", MODEL, "--input", "2,32:complex"], "unknown dtype"),
+        (["verify", MODEL, "--trials", "0"], "zero trials would check nothing"),
+        (["verify", MODEL, "--trials", "-1"], "--trials must be >= 1"),
+        (["inspect", "no_such_module_xyz:net"], "there is no Python module 'no_such_module_xyz'"),
+    ],
+)
+def test_permgraph_bad_input_exits_2(argv, message, capsys):
+    assert permgraph(argv) == 2
+    assert message in one_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lr", "-1"], "lr must be > 0"),
+        (["--lr", "nan"], "lr must be a finite number"),
+        (["--epochs", "0"], "epochs must be an int >= 1"),
+        (["--wd", "inf"], "weight_decay must be a finite number"),
+    ],
+)
+def test_zoo_train_refuses_numbers_it_cannot_train_with(tmp_path, extra, message, capsys):
+    assert zoo(train_args(tmp_path / "r", *extra)) == 2
+    assert message in one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unwritable_out_exits_2_naming_the_path(capsys):
+    assert zoo(train_args("/proc/permgraph-no-such-dir/run")) == 2
+    assert "cannot access /proc/permgraph-no-such-dir" in one_line(capsys)
+
+
+def test_a_damaged_training_resume_state_is_named(tmp_path, capsys):
+    out = record_run(tmp_path / "r", 0, stop_after_epochs=1)  # the recipe of train_args, interrupted
+    (out / "train_state.json").write_text("{not json")
+    assert zoo(train_args(out)) == 2
+    assert "the resume state of" in (err := one_line(capsys)) and "train_state.json" in err
+
+
+def test_damaged_transfer_state_and_results_are_named(work, capsys):
+    out = work / "out"
+    assert transfer(transfer_args(work, out)) == 0
+    capsys.readouterr()
+    perm = out / ".state" / "fgmt" / "perm_0001.safetensors"
+    perm.write_bytes(perm.read_bytes()[:40])
+    assert transfer(transfer_args(work, out)) == 2
+    assert "perm_0001.safetensors is damaged" in one_line(capsys)
+    (out / ".state" / "fgmt" / "state.json").write_text("[1, 2")
+    assert transfer(transfer_args(work, out)) == 2
+    assert "state.json is not a readable transfer state" in one_line(capsys)
+    results = json.loads((out / "results.json").read_text())
+    results["methods"]["fgmt"]["val_acc"] = "x"
+    (out / "results.json").write_text(json.dumps(results))
+    assert transfer(["finetune", "--from", str(out), "--no-progress"]) == 2
+    assert "results.json: the entry of 'fgmt' is damaged" in one_line(capsys)
+
+
+def test_ctrl_c_in_transfer_is_one_line_and_exit_130(work, capsys, monkeypatch):
+    from transfer import engine
+
+    def interrupted(self, record, callback):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine._Loop, "_steps", interrupted)
+    assert transfer(transfer_args(work, work / "out")) == 130
+    assert "transfer: interrupted; run the same command again to resume" in one_line(capsys)
+
+
+def test_an_internal_error_is_one_line_with_exit_3_and_the_traceback_under_debug(work, capsys, monkeypatch):
+    from transfer import engine
+
+    def broken(self, record, callback):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine._Loop, "_steps", broken)
+    assert transfer(transfer_args(work, work / "out")) == 3
+    assert "internal error: RuntimeError: a bug (run again with --debug" in one_line(capsys)
+    assert transfer(["--debug", *transfer_args(work, work / "out")]) == 3
+    assert "Traceback" in capsys.readouterr().err
