@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from permgraph.trace import TraceError
 from transfer.data import DataError
+from transfer.files import FolderError, LockError
 from transfer.methods import MethodError
 from transfer.options import OptionsError
 from transfer.results import TransferError
@@ -29,7 +30,7 @@ OK, FAILED, BAD_INPUT, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 130
 # errors a user can fix: their messages say what is wrong and what to do
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ZooError, TransferError, TrajectoryError, OptionsError, DataError, StoreError, MethodError, TraceError,
-    FloatingPointError,
+    FolderError, LockError, FloatingPointError,
 )  # fmt: skip
 
 
