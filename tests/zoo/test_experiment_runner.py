@@ -84,3 +84,16 @@ def test_a_partial_rerun_of_cases_keeps_the_other_cases(tmp_path, name):
     out = run_experiment(name, overrides={"cases": cases, "only": ["again"]}, **kw)
     assert [c["name"] for c in out["cases"]] == ["fig5a", "again"] and out["rows_kept"] == ["fig5a"]
     assert "## fig5a:" in (tmp_path / "docs" / f"{name}.md").read_text()
+
+
+def test_every_published_page_has_a_reading_the_runner_keeps():
+    """The readings moved from the configs into docs/results/NAME.md: the runner must find each one."""
+    from zoo.experiments import names
+    from zoo.experiments.runner import reading_of
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "results"
+    for name in names():
+        page = docs / f"{name}.md"
+        if page.exists():
+            reading = reading_of(page.read_text())
+            assert reading is not None and reading.startswith("## Reading\n\n") and len(reading) > 200, name
