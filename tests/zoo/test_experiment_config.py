@@ -71,3 +71,18 @@ def test_a_missing_key_is_named(tmp_path):
     config = misspelled(tmp_path, "ensembles", "members = [102, 103, 104]\n", "")
     with pytest.raises(ZooError, match="lacks 'members'"):
         load_config("ensembles", config)
+
+
+@pytest.mark.parametrize(
+    ("name", "sets", "words"),
+    [
+        ("fig5a_gap", {"variants": [{"width": 8}]}, ["[[variants]] None", "lacks 'name'"]),
+        ("connectivity", {"cases": [{"model": "zoo:mlp2"}]}, ["lacks", "'seeds'"]),
+        ("trajectories", {"cases": [{"name": "x"}]}, ["names no experiment"]),
+    ],
+)
+def test_a_row_without_what_it_needs_is_named(name, sets, words):
+    with pytest.raises(ZooError) as e:
+        load_config(name, tiny=True, overrides=sets)
+    for word in words:
+        assert word in str(e.value)

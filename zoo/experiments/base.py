@@ -89,23 +89,26 @@ class Experiment:
         return []
 
     def validate(self, cfg: Mapping[str, Any], where: str) -> None:
-        """Top-level keys, ``only`` and then :meth:`check`: what :func:`load_config` runs."""
+        """Top-level keys, then :meth:`check`, then the row names and ``only``: what
+        :func:`load_config` runs before anything trains."""
         allowed = {"title", *self.keys, *(("only",) if self.rows else ())}
-        check_keys(cfg, allowed, where)
-        missing = [k for k in self.required if k not in cfg]
-        if missing:
-            raise ZooError(f"{where} lacks {', '.join(map(repr, missing))}, which experiment {self.name} needs")
-        names = self.row_names(cfg) if self.rows else []
+        check_keys(cfg, allowed, where, required=self.required)
+        self.check(cfg, where)
+        if self.rows:
+            self._check_rows(cfg, where)
+
+    def _check_rows(self, cfg: Mapping[str, Any], where: str) -> None:
+        names = self.row_names(cfg)
         if len(set(names)) < len(names):
             raise ZooError(f"{where}: two rows share a name ({', '.join(names)}); give each its own `name`")
-        if cfg.get("only") is not None:
-            only = cfg["only"]
-            if isinstance(only, str) or not isinstance(only, list):
-                raise ZooError(f"{where} only must be a list of row names, e.g. only = {names[:1]!r}")
-            for row in only:
-                if row not in names:
-                    raise ZooError(f"{where} only: no row named {row!r}; rows: {', '.join(map(repr, names))}")
-        self.check(cfg, where)
+        only = cfg.get("only")
+        if only is None:
+            return
+        if isinstance(only, str) or not isinstance(only, list):
+            raise ZooError(f"{where} only must be a list of row names, e.g. only = {names[:1]!r}")
+        for row in only:
+            if row not in names:
+                raise ZooError(f"{where} only: no row named {row!r}; rows: {', '.join(map(repr, names))}")
 
 
 _REGISTRY: dict[str, type[Experiment]] = {}

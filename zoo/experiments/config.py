@@ -93,20 +93,28 @@ def _parse_toml(path: Path) -> dict[str, Any]:
         raise ZooError(f"{path} is not valid TOML: {e}") from e
 
 
-def check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
-    """Refuse a key of ``table`` that is not in ``allowed``, naming it, the table and the valid keys.
+def check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str, required: Iterable[str] = ()) -> None:
+    """Refuse a key of ``table`` that is not in ``allowed``, naming it, the table and the valid keys,
+    and a missing ``required`` one (which would otherwise fail later as a bare ``KeyError``).
 
     >>> check_keys({"seeds": [1, 2], "sedes": 3}, ["seeds", "data"], "configs/x.toml")
     Traceback (most recent call last):
     ...
     zoo.errors.ZooError: unknown key 'sedes' in configs/x.toml; valid keys: data, seeds
+    >>> check_keys({"seeds": [1, 2]}, ["seeds", "data"], "configs/x.toml", required=["data"])
+    Traceback (most recent call last):
+    ...
+    zoo.errors.ZooError: configs/x.toml lacks 'data'
     """
-    valid = sorted(set(allowed))
+    valid = sorted(set(allowed) | set(required))
     if not isinstance(table, Mapping):
         raise ZooError(f"{where} must be a table, got {table!r}")
     for key in table:
         if key not in valid:
             raise ZooError(f"unknown key {key!r} in {where}; valid keys: {', '.join(valid)}")
+    missing = [k for k in required if k not in table]
+    if missing:
+        raise ZooError(f"{where} lacks {', '.join(map(repr, missing))}")
 
 
 def check_recipe(table: Mapping[str, Any], where: str) -> TrainRecipe:

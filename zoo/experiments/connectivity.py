@@ -36,7 +36,6 @@ from zoo.models import build, example_inputs
 __all__ = ["Connectivity", "interpolate"]
 
 PATHS = ("permuted source ↔ transferred", "trained target ↔ transferred", "source (unpermuted) ↔ transferred")
-OWN_KEYS = ("name", "model", "data", "subset", "val_subset", "seeds", "train", "transfer")
 
 
 def interpolate(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float) -> dict:
@@ -65,7 +64,7 @@ class Connectivity(Cases):
     case_keys = ("from", "schedule", "name")
 
     def check_own_case(self, case: Mapping[str, Any], where: str) -> None:
-        check_keys(case, OWN_KEYS, where)
+        check_keys(case, ("subset", "val_subset"), where, required=("name", "model", "data", "seeds", "train", "transfer"))
         check_recipe(case["train"], f"{where} train")
         check_transfer(case["transfer"], f"{where} transfer")
 

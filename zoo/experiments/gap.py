@@ -68,9 +68,9 @@ class Fig5aGap(Experiment):
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         super().check(cfg, where)
-        check_keys(cfg["base"], VARIANT_KEYS, f"{where} [base]")
+        check_keys(cfg["base"], VARIANT_KEYS, f"{where} [base]", required=("width", "train", "transfer"))
         for var in cfg["variants"]:
-            check_keys(var, ("name", *VARIANT_KEYS), f"{where} [[variants]] {var.get('name')!r}")
+            check_keys(var, VARIANT_KEYS, f"{where} [[variants]] {var.get('name')!r}", required=("name",))
         for name, v in _variants(cfg).items():
             check_recipe(v["train"], f"{where} [[variants]] {name!r} train")
             check_transfer(v["transfer"], f"{where} [[variants]] {name!r} transfer")

@@ -41,8 +41,8 @@ class Pretrained(Experiment):
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         super().check(cfg, where)
-        check_keys(cfg["pretrain"], ("labels", "subset", "train"), f"{where} [pretrain]")
-        check_keys(cfg["task"], ("data", "labels", "subset", "train"), f"{where} [task]")
+        check_keys(cfg["pretrain"], ("labels", "subset"), f"{where} [pretrain]", required=("train",))
+        check_keys(cfg["task"], ("data", "labels", "subset"), f"{where} [task]", required=("train",))
         check_recipe(cfg["pretrain"]["train"], f"{where} [pretrain.train]")
         check_recipe(cfg["task"]["train"], f"{where} [task.train]")
         check_finetune(cfg, cfg["task"]["train"], where)
