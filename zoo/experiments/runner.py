@@ -22,7 +22,7 @@ from zoo.experiments.config import config_path, shown_path
 from zoo.experiments.context import Context
 from zoo.experiments.report import save_figure, write_json, write_text
 
-__all__ = ["run_experiment", "merge_rows", "reading_of", "render_page", "READING"]
+__all__ = ["run_experiment", "publish", "render_page", "reading_of", "merge_rows", "READING"]
 
 READING = "## Reading"
 
