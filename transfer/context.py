@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from permgraph.apply import Permutation, apply
+from permgraph.apply import Permutation, apply, identity_permutation
 from permgraph.spec import PermSpec
+from transfer import distributed as dist
 from transfer.gradients import SyncedGradients
 from transfer.matching import Matcher
 from transfer.options import TransferOptions
@@ -126,14 +127,34 @@ class TransferContext:
         """Gradient number t of the target, taken at theta_2^{t-1} under ``perm``, same minibatches."""
         return self.gradients.gradient(self.theta2(perm, t - 1), k=t)
 
+    def new_matcher(self) -> Matcher:
+        """A matcher for this step's pairs: on rank 0; elsewhere (torch.distributed) a stand-in that
+        keeps nothing, since rank 0 solves and broadcasts the permutation."""
+        return Matcher(self.spec) if dist.is_main() else _NoMatcher(self.spec)
+
     def solve(self, matcher: Matcher, init: list, seed: int) -> Permutation:
-        """``matcher.solve`` with the run's restarts; its LAP count and time go to the run's totals."""
+        """``matcher.solve`` with the run's restarts (rank 0), broadcast to every rank; its LAP count
+        and time go to the run's totals."""
         t0 = time.perf_counter()
-        perm = matcher.solve(init=init, seed=seed, restarts=self.options.restarts)
-        self.totals.add(matcher)
+        if dist.is_main():
+            perm = matcher.solve(init=init, seed=seed, restarts=self.options.restarts)
+            self.totals.add(matcher)
+        else:
+            perm = identity_permutation(self.spec)  # shapes and dtypes to receive into
+        perm = dist.broadcast_tensors(perm, self.options.device if self.options.device != "cpu" else "cpu")
         self.solve_seconds += time.perf_counter() - t0
         return perm
 
     @property
     def param_keys(self) -> list[str]:
         return self.source.param_keys
+
+
+class _NoMatcher:
+    """What a rank other than 0 holds instead of a :class:`Matcher`: pairs are dropped."""
+
+    def __init__(self, spec: PermSpec) -> None:
+        self.spec = spec
+
+    def add(self, target, source, weight: float = 1.0) -> _NoMatcher:
+        return self

@@ -1,29 +1,35 @@
 """What the transfer engine reads data through: a training split for gradients and BatchNorm
 statistics, a validation split for evaluation, and the seeded choice of samples behind gradient k.
 
-The engine never resolves a dataset name; it takes objects. :func:`as_transfer_data` accepts an
-object with ``.train`` and ``.val`` ``(x, y)`` tensor pairs (``zoo.data.DataSplits`` is one) or a
-pair ``((x_train, y_train), (x_val, y_val))``.
+The engine never resolves a dataset name; it takes objects (:func:`as_transfer_data`):
+
+* a pair of map-style ``torch.utils.data.Dataset`` objects ``(train, val)`` whose items are
+  ``(input, target)`` pairs or dicts (Hugging Face style, targets under ``"labels"``), read through
+  ``DataLoader`` workers with the datasets' own transforms (:class:`DatasetData`);
+* in-memory tensors, the fast path: an object with ``.train`` and ``.val`` ``(x, y)`` pairs
+  (``zoo.data.DataSplits`` is one), or ``((x_train, y_train), (x_val, y_val))`` (:class:`TensorData`).
 
 Gradient ``k`` uses the minibatches :func:`synced_batches` draws from ``(seed, k)`` alone, so the
-source and the target gradient of one step see the very same samples, and a resumed run draws them
-again.
+source and the target gradient of one step see the very same samples, a resumed run draws them
+again, and any number of processes split the same minibatches between them.
 
 >>> import torch
->>> data = as_transfer_data(((torch.randn(8, 3), torch.arange(8) % 2), (torch.randn(4, 3), torch.arange(4) % 2)))
->>> [b.tolist() for b in synced_batches(seed=0, k=1, n=8, count=2, batch_size=4)] == \\
-...     [b.tolist() for b in synced_batches(seed=0, k=1, n=8, count=2, batch_size=4)]
-True
+>>> a = synced_batches(seed=0, k=1, n=8, count=2, batch_size=4)
+>>> b = synced_batches(seed=0, k=1, n=8, count=2, batch_size=4)
+>>> all(torch.equal(p, q) for p, q in zip(a, b)), sorted(torch.cat(a).tolist())
+(True, [0, 1, 2, 3, 4, 5, 6, 7])
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["TensorData", "DataError", "as_transfer_data", "synced_batches", "mix_seed"]
+__all__ = ["TensorData", "DatasetData", "DataError", "as_transfer_data", "synced_batches", "mix_seed"]
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -46,6 +52,10 @@ def synced_batches(seed: int, k: int, n: int, count: int, batch_size: int) -> li
     return list(order[:need].split(batch_size))
 
 
+def _in_order(n: int, batch_size: int) -> list[torch.Tensor]:
+    return list(torch.arange(n).split(batch_size))
+
+
 @dataclass(frozen=True)
 class TensorData:
     """In-memory training and validation splits: the fast path (indexing, no loader)."""
@@ -65,35 +75,81 @@ class TensorData:
     def train_size(self) -> int:
         return len(self.train[1])
 
-    def train_batch(self, idx: torch.Tensor) -> Pair:
-        """Inputs and targets of the training samples ``idx``."""
-        return self.train[0][idx], self.train[1][idx]
+    def train_batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[Pair]:
+        """The training batches with these sample indices, in order."""
+        x, y = self.train
+        for idx in index_batches:
+            yield x[idx], y[idx]
+
+    def val_batches(self, batch_size: int) -> list[Pair]:
+        """The validation split in order, in batches of ``batch_size`` (slices: no copies)."""
+        x, y = self.val
+        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """Two training inputs, to trace the model with."""
         return (self.train[0][:2],)
 
 
-def as_transfer_data(data: Any) -> TensorData:
+@dataclass(frozen=True)
+class DatasetData:
+    """Map-style datasets read through ``DataLoader`` (``num_workers`` processes, ``collate_fn``)."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    num_workers: int = 0
+    collate_fn: Callable[[list], Any] | None = None
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val"):
+            ds = getattr(self, split)
+            if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+                raise DataError(f"the {split} dataset must be map-style (__getitem__ and __len__)")
+            if len(ds) == 0:
+                raise DataError(f"the {split} dataset is empty")
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train)
+
+    def _load(self, dataset: Dataset, index_batches: Sequence[torch.Tensor]) -> Iterator[Any]:
+        sampler = [idx.tolist() for idx in index_batches]
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=self.collate_fn)
+        yield from loader
+
+    def train_batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[Any]:
+        return self._load(self.train, index_batches)
+
+    def val_batches(self, batch_size: int) -> Iterator[Any]:
+        return self._load(self.val, _in_order(len(self.val), batch_size))
+
+    def example_inputs(self) -> tuple | dict:
+        """Two training samples, collated, as the model receives them (args or kwargs)."""
+        batch = next(iter(self.train_batches([torch.arange(min(2, self.train_size))])))
+        if isinstance(batch, dict):
+            return batch
+        return (batch[0],)
+
+
+def as_transfer_data(data: Any, *, num_workers: int = 0) -> TensorData | DatasetData:
     """``data`` in the form the engine reads: see the module docstring for what is accepted."""
-    if isinstance(data, TensorData):
+    if isinstance(data, (TensorData, DatasetData)):
         return data
-    if hasattr(data, "train") and hasattr(data, "val"):
+    if hasattr(data, "train") and hasattr(data, "val") and _is_pair(data.train) and _is_pair(data.val):
         name = getattr(data, "name", None) or type(data).__name__
-        return TensorData(str(name), _pair(data.train, "train"), _pair(data.val, "val"))
+        return TensorData(str(name), (data.train[0], data.train[1]), (data.val[0], data.val[1]))
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return TensorData("tensors", _pair(data[0], "train"), _pair(data[1], "val"))
+        train, val = data
+        if _is_pair(train) and _is_pair(val):
+            return TensorData("tensors", (train[0], train[1]), (val[0], val[1]))
+        if isinstance(train, Dataset) and isinstance(val, Dataset):
+            return DatasetData(type(train).__name__, train, val, num_workers=num_workers)
     raise DataError(
-        f"data must have .train and .val (x, y) tensor pairs, or be ((x_train, y_train), (x_val, y_val)); "
-        f"got a {type(data).__name__}"
+        "data must be (train_dataset, val_dataset) map-style Datasets, ((x_train, y_train), (x_val, y_val)) "
+        f"tensors, or have .train and .val (x, y) tensor pairs; got a {type(data).__name__}"
     )
 
 
-def _pair(value: Any, split: str) -> Pair:
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, torch.Tensor) for v in value)
-    ):
-        return value[0], value[1]
-    raise DataError(f"the {split} split must be an (inputs, targets) pair of tensors, got {type(value).__name__}")
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, torch.Tensor) for v in value)

@@ -21,6 +21,7 @@ Example (a tiny run; see the user guide for a real one)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 
 import permgraph
 from permgraph.spec import PermSpec
+from transfer import distributed as dist
 from transfer.context import SourcePoints, TransferContext, transferred_state
 from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
@@ -155,14 +157,20 @@ class TransferEngine:
         out_path = Path(out)
         inputs = {"source trajectory": src.path, "target run": tgt.path if tgt else None,
                   "target init": _path_of(target_init)}  # fmt: skip
-        check_output_folder(out_path, cls.name, inputs)
-        with output_folder(out_path, "transfer", owned_by_transfer, f"transfer run --method {cls.name}"):
-            _check_results_setting(out_path, setting)
+        with contextlib.ExitStack() as held:
+
+            def claim() -> None:  # rank 0 owns the folder; the other ranks compute and write nothing
+                check_output_folder(out_path, cls.name, inputs)
+                command = f"transfer run --method {cls.name}"
+                held.enter_context(output_folder(out_path, "transfer", owned_by_transfer, command))
+                _check_results_setting(out_path, setting)
+
+            _agree(claim if dist.is_main() else None)
             return self._run(cls, setting, (src, theta2_0, tgt), out_path, callback)
 
     def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, out: Path | None, callback) -> dict:
         src, theta2_0, tgt = inputs
-        store = RunStore(out / ".state" / cls.name) if out is not None else MemoryStore()
+        store = RunStore(out / ".state" / cls.name) if out is not None and dist.is_main() else MemoryStore()
         ctx = TransferContext(
             spec=self.spec,
             options=self.options,
@@ -231,6 +239,24 @@ class TransferEngine:
             "target": str(tgt.path) if tgt is not None else None,
             "target_sha": trajectory_sha(tgt) if tgt is not None else None,
         }
+
+
+def _agree(check: Callable[[], None] | None) -> None:
+    """Run ``check`` on rank 0 and make every rank fail with its message when it fails, so a refusal
+    never leaves the other ranks waiting in a collective (single process: just ``check()``)."""
+    if dist.world_size() == 1:
+        if check is not None:
+            check()
+        return
+    message = None
+    if dist.is_main() and check is not None:
+        try:
+            check()
+        except ValueError as e:
+            message = str(e)
+    message = dist.broadcast_object(message)
+    if message is not None:
+        raise TransferError(message)
 
 
 def _method_class(method: str) -> type[TransferMethod]:
@@ -308,7 +334,7 @@ class _Loop:
 
     def run(self, callback: Callback | None) -> dict:
         store = self.ctx.store
-        record = store.load_record(self.setting)
+        record = dist.broadcast_object(store.load_record(self.setting) if dist.is_main() else None)
         fresh = record is None
         if record is None:
             record = _new_record(self.setting)
@@ -327,10 +353,13 @@ class _Loop:
 
     def _steps(self, record: dict, callback: Callback | None) -> None:
         ctx, T, done = self.ctx, self.ctx.options.T, record["done"]
-        perms = {t: ctx.store.load_perm(t) for t in range(done + 1)}
+        perms = {t: ctx.store.load_perm(t) for t in range(done + 1)} if dist.is_main() else {}
+        perms = dist.broadcast_object(perms)
+        if not dist.is_main():
+            ctx.store.prime(perms)
         self.method.resume(done)
-        bar = tqdm(total=T + 1, initial=done + 1, desc=self.setting["method"], disable=not ctx.options.progress,
-                   leave=False)  # fmt: skip
+        show = ctx.options.progress and dist.is_main()
+        bar = tqdm(total=T + 1, initial=done + 1, desc=self.setting["method"], disable=not show, leave=False)
         for t in range(done + 1, T + 1):
             t0, solve0 = time.perf_counter(), ctx.solve_seconds
             perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
@@ -420,11 +449,12 @@ class _Outputs:
             result["source_steps"] = self.ctx.source.steps()
         if self.setting["target"] is not None:
             result["target"] = self.setting["target"]
+        result["world_size"] = dist.world_size()
         return result
 
     def write(self) -> dict:
         result = self.result()
-        if self.out is None:
+        if self.out is None or not dist.is_main():
             return result
         self._write_trajectory()
         merge_result(self.out, shared_setting(self.setting), self.setting["method"], result)

@@ -4,7 +4,8 @@ GMT / FGMT match ``grad L(theta_1^t)`` against ``grad L(theta_2^t)``. The two mu
 same samples, or the match fits minibatch noise; and the batches must be seeded, or reruns differ
 (the official code varies by up to 11 points between identical runs because they are not).
 :class:`SyncedGradients` draws the batches of gradient number ``k`` from ``(seed, k)`` alone, so
-the source and the target gradient of step ``k`` share them, and a resumed run draws them again.
+the source and the target gradient of step ``k`` share them, a resumed run draws them again, and
+under torch.distributed each rank takes its share and the gradients are summed.
 
 BatchNorm: statistics are re-estimated (running stats reset, ``momentum=None`` for an exact
 average, forward passes in train mode under ``no_grad``) before every evaluation, as the paper
@@ -27,14 +28,16 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from transfer.data import TensorData, mix_seed, synced_batches
-from transfer.evaluation import LossFn, default_loss, evaluate
+from transfer import distributed as dist
+from transfer.data import DatasetData, TensorData, mix_seed, synced_batches
+from transfer.evaluation import LossFn, batch_to, call_model, default_loss, evaluate_batches
 from transfer.options import TransferOptions
 
 __all__ = ["SyncedGradients", "has_batchnorm", "batchnorm_modules"]
@@ -55,9 +58,10 @@ class SyncedGradients:
     """Seeded minibatch gradients, BatchNorm re-estimation and evaluation for one architecture.
 
     ``model`` is used as a scratch module: every call loads the state it is given, so the
-    caller's state dicts are never modified. ``loss_fn(outputs, targets) -> scalar`` defaults
-    to mean cross-entropy (:func:`default_loss`); it must be a mean over samples. Without
-    BatchNorm, minibatches are stacked into passes of up to ``max_chunk`` samples.
+    caller's state dicts are never modified. ``loss_fn(outputs, batch) -> scalar`` defaults
+    to mean cross-entropy (:func:`~transfer.evaluation.default_loss`); it must be a mean over
+    samples. Without BatchNorm, in-memory minibatches are stacked into passes of up to
+    ``max_chunk`` samples. ``options.amp`` runs the forward passes of gradients under bf16 autocast.
     """
 
     BN_STREAM = -1  # the batch stream used to re-estimate BatchNorm statistics
@@ -65,7 +69,7 @@ class SyncedGradients:
     def __init__(
         self,
         model: nn.Module,
-        data: TensorData,
+        data: TensorData | DatasetData,
         options: TransferOptions | None = None,
         loss_fn: LossFn | None = None,
         max_chunk: int = 4096,
@@ -81,6 +85,7 @@ class SyncedGradients:
         self.grad_batches, self.batch_size, self.bn_batches = options.grad_batches, options.batch_size, options.bn_batches
         self.seed = options.seed
         self.eval_batch_size = options.eval_batch_size
+        self.amp = options.amp
         self.loss_fn = loss_fn or default_loss
         self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.bn = batchnorm_modules(model)
@@ -99,6 +104,11 @@ class SyncedGradients:
         except RuntimeError as e:
             raise ValueError(f"state dict does not fit the model: {e}") from e
 
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
     # ---- gradients -----------------------------------------------------------------------
     def gradient(self, state: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
         """Mean loss gradient at ``state`` over the minibatches of gradient ``k`` (train mode).
@@ -109,38 +119,43 @@ class SyncedGradients:
         model = self.model
         model.train()
         model.zero_grad(set_to_none=True)
+        batches = self.batches(k)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(self.seed, k))  # dropout masks, if any, are synced too
-            batches = self.batches(k)
-            for chunk in self._chunks(batches):
-                idx = torch.cat(chunk)
-                xb, yb = (v.to(self.device) for v in self.data.train_batch(idx))
-                loss = self.loss_fn(model(xb), yb)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(self._nonfinite_loss_message(float(loss.detach()), k))
-                (loss * (len(chunk) / len(batches))).backward()
+            chunks = self._chunks(dist.my_share(batches))
+            merged = [torch.cat(chunk) for chunk in chunks]
+            for chunk, batch in zip(chunks, self.data.train_batches(merged)):
+                self._accumulate(batch_to(batch, self.device), len(chunk) / len(batches), k)
+        return self._collect()
+
+    def _accumulate(self, batch, weight: float, k: int) -> None:
+        with self._autocast():
+            loss = self.loss_fn(call_model(self.model, batch), batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(self._nonfinite_loss_message(float(loss.detach()), k))
+        (loss * weight).backward()
+
+    def _collect(self) -> dict[str, torch.Tensor]:
         grads: dict[str, torch.Tensor] = {}
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            if p.grad is None:
-                grads[name] = torch.zeros_like(p, device="cpu")
-                continue
-            if not torch.isfinite(p.grad).all():
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                grads[name] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+        self.model.zero_grad(set_to_none=True)
+        dist.all_reduce_sum(list(grads.values()))
+        for name, g in grads.items():
+            if not torch.isfinite(g).all():
                 raise FloatingPointError(
-                    f"gradient of parameter {name!r} has NaN/inf entries (gradient batch set {k}); "
-                    "the parameters or the data hold non-finite values"
+                    f"gradient of parameter {name!r} has NaN/inf entries; the parameters or the data hold "
+                    "non-finite values"
                 )
-            grads[name] = p.grad.detach().to("cpu", copy=True)
-        model.zero_grad(set_to_none=True)
-        return grads
+        return {name: g.to("cpu") for name, g in grads.items()}
 
     def _chunks(self, batches: list[torch.Tensor]) -> list[list[torch.Tensor]]:
         """Minibatches grouped for one forward pass each. With BatchNorm each minibatch is its own
         pass (train-mode statistics depend on the batch); otherwise the mean loss over equal-size
         minibatches is the mean over their union, and one large pass is several times faster on
         CPU (mlp2: one 2560-sample backward instead of twenty 128-sample ones)."""
-        if self.bn:
+        if self.bn or isinstance(self.data, DatasetData):
             return [[b] for b in batches]
         per = max(1, self.max_chunk // self.batch_size)
         return [batches[i : i + per] for i in range(0, len(batches), per)]
@@ -165,6 +180,8 @@ class SyncedGradients:
             return dict(state)
         self._load(state)
         momenta = [m.momentum for m in self.bn]
+        batches = self.batches(self.BN_STREAM, count=self.bn_batches)
+        mine = dist.my_share(batches)
         try:
             for m in self.bn:
                 m.reset_running_stats()
@@ -172,13 +189,26 @@ class SyncedGradients:
             self.model.train()
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(mix_seed(self.seed, self.BN_STREAM))
-                for idx in self.batches(self.BN_STREAM, count=self.bn_batches):
-                    self.model(self.data.train_batch(idx)[0].to(self.device))
+                for batch in self.data.train_batches(mine):
+                    call_model(self.model, batch_to(batch, self.device))
+            self._combine_bn(len(mine), len(batches))
         finally:
             for m, mom in zip(self.bn, momenta):
                 m.momentum = mom
         fresh = self.model.state_dict()
         return {k: (fresh[k].detach().to("cpu", copy=True) if k in fresh else v) for k, v in state.items()}
+
+    def _combine_bn(self, mine: int, total: int) -> None:
+        """Each rank averaged its own batches: weight by their number and sum, so the statistics are
+        the average over all ``total`` batches, as one process computes them."""
+        if dist.world_size() == 1:
+            return
+        for m in self.bn:
+            for stat in (m.running_mean, m.running_var):
+                if stat is not None:
+                    stat.mul_(mine / total)
+            dist.all_reduce_sum([s for s in (m.running_mean, m.running_var) if s is not None])
+            m.num_batches_tracked.fill_(total)
 
     def evaluate(self, state: Mapping[str, torch.Tensor], reestimate: bool = True) -> tuple[float, float]:
         """(mean loss, accuracy as a fraction) of ``state`` on the validation split in eval mode, after
@@ -186,5 +216,11 @@ class SyncedGradients:
         if reestimate and self.bn:
             state = self.reestimate_bn(state)
         self._load(state)
-        x, y = self.data.val
-        return evaluate(self.model, x, y, batch_size=self.eval_batch_size, loss_fn=self.loss_fn, device=self.device)
+        batches = dist.my_share(list(self.data.val_batches(self.eval_batch_size)))
+        total, correct, count = evaluate_batches(self.model, batches, self.loss_fn, self.device)
+        sums = torch.tensor([total, correct, count], dtype=torch.float64, device=self.device)
+        dist.all_reduce_sum([sums])
+        total, correct, count = float(sums[0]), int(sums[1]), int(sums[2])
+        if count == 0:
+            raise ValueError("the validation split has no targets to evaluate")
+        return total / count, correct / count

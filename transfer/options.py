@@ -72,7 +72,8 @@ class TransferOptions:
     paper's linear trajectory between the source's first and last checkpoints with ``schedule``;
     otherwise T of the recorded checkpoints, evenly spaced. ``bn_batches`` training minibatches
     re-estimate BatchNorm statistics before each evaluation. ``seed`` seeds the gradient minibatches
-    and the solver; ``restarts`` adds random starts to the matcher. ``allow_incomplete`` transfers
+    and the solver; ``restarts`` adds random starts to the matcher. ``amp`` takes gradients under bf16
+    autocast (faster on GPUs; the matched costs change slightly). ``allow_incomplete`` transfers
     from a source whose training has not finished (refused by default: its numbers would go stale).
     """
 
@@ -84,12 +85,14 @@ class TransferOptions:
     bn_batches: int = 20
     seed: int = 0
     restarts: int = 0
+    amp: bool = False
     eval_batch_size: int = 1000
     progress: bool = True
     device: str = "cpu"
+    num_workers: int = 0
     allow_incomplete: bool = False
 
-    RUNTIME = ("eval_batch_size", "progress", "device", "allow_incomplete")
+    RUNTIME = ("eval_batch_size", "progress", "device", "num_workers", "allow_incomplete")
 
     def __post_init__(self) -> None:
         check_positive_int("T", self.T)
@@ -100,9 +103,10 @@ class TransferOptions:
         check_positive_int("bn_batches", self.bn_batches, minimum=0)
         check_positive_int("restarts", self.restarts, minimum=0)
         check_positive_int("seed", self.seed, minimum=0)
+        check_positive_int("num_workers", self.num_workers, minimum=0)
 
     def setting(self) -> dict[str, Any]:
-        """The fields that decide the numbers (all but eval batch size, progress, device, allow_incomplete)."""
+        """The fields that decide the numbers (all but those in ``RUNTIME``: how, not what, is computed)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME}
 
     def replace(self, **changes: Any) -> TransferOptions:

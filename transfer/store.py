@@ -57,6 +57,9 @@ class MemoryStore:
     def save_pair(self, t: int, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
         pass  # the matcher holds what it needs; nothing to resume from
 
+    def load_pair(self, t: int) -> tuple[State, State]:
+        return {}, {}  # nothing was kept (a rank other than 0 keeps no pairs either)
+
     def save_bn(self, t: int, stats: Mapping[str, torch.Tensor]) -> None:
         self._bn[t] = dict(stats)
 
@@ -66,6 +69,10 @@ class MemoryStore:
     def discard(self) -> None:
         self._perms.clear()
         self._bn.clear()
+
+    def prime(self, perms: Mapping[int, Permutation]) -> None:
+        """Take the permutations of finished steps (received from rank 0 on resume)."""
+        self._perms.update(perms)
 
 
 class RunStore(MemoryStore):

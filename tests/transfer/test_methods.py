@@ -209,9 +209,9 @@ def test_nan_gradients_fail_clearly_and_write_nothing(tmp_path):
     data = tiny_data((6,), 3)
     src = record(tmp_path / "src", MLP, 0, data)
 
-    def nan_grad_loss(out, y):
+    def nan_grad_loss(out, batch):
         # finite value, NaN gradient: d sqrt(|z|)/dz at z = 0
-        return F.cross_entropy(out, y) + 0.0 * (out - out.detach()).abs().sqrt().sum()
+        return F.cross_entropy(out, batch[1]) + 0.0 * (out - out.detach()).abs().sqrt().sum()
 
     out = tmp_path / "out"
     with pytest.raises(FloatingPointError, match="gradient of parameter"):

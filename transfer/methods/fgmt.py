@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from permgraph.apply import Permutation
 from transfer.context import State, TransferContext
-from transfer.matching import Matcher
 from transfer.methods.base import TransferMethod, register
 
 __all__ = ["FGMT"]
@@ -27,7 +26,7 @@ class FGMT(TransferMethod):
 
     def __init__(self, ctx: TransferContext) -> None:
         super().__init__(ctx)
-        self.matcher = Matcher(ctx.spec)
+        self.matcher = ctx.new_matcher()
         self._touched = set(ctx.spec.members_by_param())
 
     def step(self, t: int, prev: Permutation) -> Permutation:

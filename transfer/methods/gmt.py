@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from permgraph.apply import Permutation
 from transfer.context import State, TransferContext
-from transfer.matching import Matcher
 from transfer.methods.base import TransferMethod, register
 
 __all__ = ["GMT"]
@@ -32,7 +31,7 @@ class GMT(TransferMethod):
 
     def step(self, t: int, prev: Permutation) -> Permutation:
         ctx = self.ctx
-        matcher = Matcher(ctx.spec)
+        matcher = ctx.new_matcher()
         for j in range(1, t + 1):
             if j not in self._source:
                 self._source[j] = ctx.source_gradient(j)

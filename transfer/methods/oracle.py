@@ -5,7 +5,6 @@ is a reference, not a method a user without that run could apply."""
 from __future__ import annotations
 
 from permgraph.apply import Permutation
-from transfer.matching import Matcher
 from transfer.methods.base import TransferMethod, register
 
 __all__ = ["Oracle"]
@@ -26,5 +25,5 @@ class Oracle(TransferMethod):
         assert ctx.target is not None, "the engine checks needs_target"
         t_init, t_final = ctx.target.init(), ctx.target.final()
         d2 = {k: t_final[k] - t_init[k] for k in ctx.param_keys}
-        matcher = Matcher(ctx.spec).add(d2, ctx.source.delta(ctx.options.T))
+        matcher = ctx.new_matcher().add(d2, ctx.source.delta(ctx.options.T))
         return ctx.solve(matcher, init=[None, "sorted"], seed=ctx.options.seed)
