@@ -52,7 +52,7 @@ from transfer.trajectory import Trajectory, TrajectoryError, TrajectoryWriter, s
 
 __all__ = [
     "TransferEngine", "TransferError", "run_transfer", "transferred_state", "state_sha", "trajectory_sha",
-    "owned_by_transfer", "open_trajectory",
+    "owned_by_transfer", "open_trajectory", "transfer_output",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,10 @@ class TransferEngine:
         spec: PermSpec | None = None,
     ) -> None:
         self.model = model
-        self.data = as_transfer_data(data)
         self.options = options or TransferOptions()
+        if self.options.device == "auto":
+            self.options = self.options.replace(device=dist.default_device("auto"))
+        self.data = as_transfer_data(data, num_workers=self.options.num_workers)
         self.loss_fn = loss_fn
         self._spec = spec
         self.param_keys = [n for n, _ in model.named_parameters(remove_duplicate=False)]
@@ -159,7 +161,7 @@ class TransferEngine:
                   "target init": _path_of(target_init)}  # fmt: skip
         with contextlib.ExitStack() as held:
 
-            def claim() -> None:  # rank 0 owns the folder; the other ranks compute and write nothing
+            def claim() -> None:
                 check_output_folder(out_path, cls.name, inputs)
                 command = f"transfer run --method {cls.name}"
                 held.enter_context(output_folder(out_path, "transfer", owned_by_transfer, command))
@@ -239,6 +241,19 @@ class TransferEngine:
             "target": str(tgt.path) if tgt is not None else None,
             "target_sha": trajectory_sha(tgt) if tgt is not None else None,
         }
+
+
+@contextlib.contextmanager
+def transfer_output(out: str | os.PathLike, command: str = "transfer run"):
+    """Hold ``out`` as a transfer output folder for the duration (claimed, locked: see
+    :func:`transfer.files.output_folder`). Under torch.distributed only rank 0 holds it, and a refusal
+    reaches every rank. Re-entrant: a command may hold it across several methods' runs."""
+    with contextlib.ExitStack() as held:
+        if dist.is_main():
+            _agree(lambda: held.enter_context(output_folder(out, "transfer", owned_by_transfer, command)))
+        else:
+            _agree(None)
+        yield Path(out)
 
 
 def _agree(check: Callable[[], None] | None) -> None:

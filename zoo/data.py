@@ -51,6 +51,7 @@ __all__ = [
     "DataSplits",
     "CropFlip",
     "load",
+    "resolve",
     "batches",
     "list_datasets",
     "MNIST_MEAN",
@@ -504,6 +505,33 @@ LOADERS: dict[str, Callable[..., DataSplits]] = {
     "text": _load_text,
     "synthetic": _load_synthetic,
 }
+
+
+def resolve(
+    name: str, root: str | os.PathLike | None = None, *, subset: int | None = None, trust_code: bool = False
+) -> Any:
+    """A dataset by name (:func:`load`: in-memory :class:`DataSplits`), or the user's own: ``pkg.mod:factory``
+    (query arguments like model ids: ``pkg.mod:factory?size=64``) names a function returning a pair
+    ``(train_dataset, val_dataset)`` of map-style Datasets. Like a model id, such a name runs code, so it
+    is imported only when the user typed it (``trust_code=True``), never because a file says so."""
+    if ":" not in name:
+        return load(name, root, subset=subset)
+    from zoo.imports import import_for
+    from zoo.models import parse_model_id
+
+    module_name, factory_name, kwargs = parse_model_id(name)
+    if not trust_code:
+        raise ZooError(
+            f"dataset {name!r} names Python code to import ({module_name!r}); a dataset name read from a file may "
+            f"only be one of {', '.join(LOADERS)}. If you trust that code, pass --data {name} yourself"
+        )
+    factory = getattr(import_for(module_name, f"dataset {name!r}"), factory_name, None)
+    if not callable(factory):
+        raise ZooError(f"{module_name!r} has no callable {factory_name!r} (dataset {name!r})")
+    pair = factory(**kwargs)
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise ZooError(f"dataset {name!r}: {factory_name}() must return (train_dataset, val_dataset)")
+    return pair
 
 
 def list_datasets() -> list[str]:

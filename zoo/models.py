@@ -25,7 +25,6 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
-import importlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.imports import import_for
 
 __all__ = [
     "MLP2",
@@ -539,31 +539,8 @@ def _refuse_weights(model_id: str, kwargs: dict[str, Any]) -> None:
         )
 
 
-THIRD_PARTY = {"torchvision": "torchvision", "timm": "timm", "transformers": "transformers"}
-
-
 def _import(package: str, model_id: str):
-    """Import ``package`` for ``model_id``, naming the real problem when it fails: a library to
-    install, a module that does not exist (a typo, or not on the path), or a module whose own
-    import breaks (a missing dependency of it, a syntax error)."""
-    try:
-        return importlib.import_module(package)
-    except ModuleNotFoundError as e:
-        missing = e.name or package
-        if missing == package.split(".")[0] or missing == package:
-            if package in THIRD_PARTY:
-                pip = THIRD_PARTY[package]
-                raise ZooError(f"model {model_id!r} needs {package!r}; install it: pip install {pip}") from e
-            raise ZooError(
-                f"model {model_id!r}: there is no Python module {package!r} (check the spelling, and that its "
-                "folder is on PYTHONPATH or the package is installed)"
-            ) from e
-        raise ZooError(
-            f"model {model_id!r}: importing {package!r} failed because it imports {missing!r}, which is not "
-            f"installed (pip install {missing.split('.')[0]}, or fix that import in {package!r})"
-        ) from e
-    except Exception as e:  # noqa: BLE001 - the user's module failed while importing: say how
-        raise ZooError(f"model {model_id!r}: importing {package!r} failed: {type(e).__name__}: {e}") from e
+    return import_for(package, f"model {model_id!r}")
 
 
 def _build_hf(name: str, kwargs: dict[str, Any], model_id: str) -> nn.Module:

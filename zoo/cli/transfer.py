@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from transfer.distributed import default_device
 from transfer.methods import get_method, method_names
 from zoo.cli.common import add_common_flags, run_command
 from zoo.cli.zoo import add_recipe_flags, recipe_from
@@ -67,7 +68,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--source", required=True, help="source trajectory folder (zoo train --out)")
     _add_model_flag(r)
     r.add_argument("--target-init", required=True, type=_target_init, help="run folder (its init) or int seed")
-    r.add_argument("--data", default=None, help="dataset name (default: the source run's)")
+    r.add_argument("--data", default=None,
+                   help="dataset name, or your own pkg.mod:factory returning (train_dataset, val_dataset) "
+                   "(default: the source run's dataset name)")  # fmt: skip
+    r.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for your own datasets")
     r.add_argument("--target", default=None, help="the real target run (oracle only)")
     r.add_argument("--T", type=int, default=5, help="transfer steps (default 5)")
     r.add_argument("--schedule", choices=("uniform", "cosine"), default="uniform")
@@ -80,7 +84,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--bn-batches", type=int, default=20, help="batches to re-estimate BatchNorm stats")
     r.add_argument("--seed", type=int, default=0, help="seeds the gradient minibatches and the solver")
     r.add_argument("--restarts", type=int, default=0, help="extra random starts of the matcher")
-    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    r.add_argument("--amp", action="store_true", help="gradients under bf16 autocast")
     r.add_argument("--allow-incomplete", action="store_true", help="transfer from a source whose training has not finished")
     r.add_argument("--out", default=None, help="output folder (default runs/transfer/SOURCE_to_INIT)")
     r.add_argument("--no-progress", action="store_true")
@@ -113,21 +118,33 @@ def _options(args: argparse.Namespace):
     return TransferOptions(
         T=args.T, schedule=args.schedule, linear=args.linear, grad_batches=args.grad_batches,
         batch_size=args.batch_size, bn_batches=args.bn_batches, seed=args.seed, restarts=args.restarts,
-        progress=not args.no_progress, device=args.device, allow_incomplete=args.allow_incomplete,
+        progress=not args.no_progress, device=default_device(args.device), allow_incomplete=args.allow_incomplete,
+        amp=args.amp, num_workers=args.num_workers,
     )  # fmt: skip
 
 
-def _run(args: argparse.Namespace) -> int:
-    from transfer.engine import TransferEngine, open_trajectory, owned_by_transfer
-    from transfer.files import output_folder
+def _data_for(args: argparse.Namespace, recorded: str):
+    """``--data`` (typed: a dataset name or the user's pkg.mod:factory) or the name the source records."""
+    from transfer.data import DatasetData
     from transfer.results import TransferError
-    from zoo.data import load
+    from zoo.data import resolve
+
+    name = args.data or recorded
+    if not name:
+        raise TransferError(f"{args.source} records no dataset name; pass --data")
+    data = resolve(name, trust_code=bool(args.data))
+    if isinstance(data, (tuple, list)):  # the user's (train_dataset, val_dataset)
+        return DatasetData(name, data[0], data[1], num_workers=args.num_workers)
+    return data
+
+
+def _run(args: argparse.Namespace) -> int:
+    from transfer import distributed as dist
+    from transfer.engine import TransferEngine, open_trajectory, transfer_output
 
     options = _options(args)
+    dist.init_from_env(options.device)
     src = open_trajectory(args.source, "source trajectory")
-    data_name = args.data or src.data
-    if not data_name:
-        raise TransferError(f"{args.source} records no dataset name; pass --data")
     model = _model_for(args, src.model)
     target_init = args.target_init
     if isinstance(target_init, int):  # a seed: a fresh init of the same architecture
@@ -137,21 +154,28 @@ def _run(args: argparse.Namespace) -> int:
     if out is None:
         init = f"seed{args.target_init}" if isinstance(args.target_init, int) else Path(args.target_init).name
         out = str(Path("runs") / "transfer" / f"{Path(args.source).name}_to_{init}")
-    engine = TransferEngine(model, load(data_name), options)
-    with output_folder(out, "transfer", owned_by_transfer, "transfer run"):  # one writer for every method
+    engine = TransferEngine(model, _data_for(args, src.data), options)
+    with transfer_output(out):  # one writer for every method of the command
         rows = [(m, engine.run(m, src, target_init, target=args.target, out=out)) for m in args.method]
-    print(f"val accuracy (%) of the transferred parameters, t = 0..{args.T}   -> {out}/results.json")
+    if dist.is_main():
+        _print_rows(rows, args.T, out)
+    return 0
+
+
+def _print_rows(rows: list, T: int, out: str) -> None:
+    world = rows[0][1].get("world_size", 1) if rows else 1
+    on = f" ({world} processes)" if world > 1 else ""
+    print(f"val accuracy (%) of the transferred parameters, t = 0..{T}{on}   -> {out}/results.json")
     for method, res in rows:
         accs = " ".join(f"{100 * a:5.1f}" for a in res["val_acc"])
         print(f"  {method:7s} {accs}   best t={res['best_t']}   {res['seconds']:.1f} s")
-    return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
     from zoo.finetune import finetune
     from zoo.train import TrainControl
 
-    control = TrainControl(device=args.device, progress=not args.no_progress, trust_code=bool(args.model))
+    control = TrainControl(device=default_device(args.device), progress=not args.no_progress, trust_code=bool(args.model))
     traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, dest=args.out, control=control,
                     model=args.model)  # fmt: skip
     accs = " ".join(f"{100 * a:5.1f}" for a in traj.metrics("val_acc"))

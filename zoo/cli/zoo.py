@@ -14,6 +14,7 @@ import argparse
 import inspect
 import sys
 
+from transfer.distributed import default_device
 from zoo.cli.common import add_common_flags, run_command
 
 __all__ = ["main", "build_parser"]
@@ -41,7 +42,7 @@ def add_recipe_flags(p: argparse.ArgumentParser, *, epochs_required: bool = True
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="skip the dataset's augmentation")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -101,7 +102,8 @@ def _train(args: argparse.Namespace) -> int:
 
     recipe = recipe_from(args, args.checkpoint_every)
     data = load(args.data, args.data_root, subset=args.subset)
-    control = TrainControl(device=args.device, progress=not args.no_progress, trust_code=True)  # --model is typed
+    device = default_device(args.device)
+    control = TrainControl(device=device, progress=not args.no_progress, trust_code=True)  # --model is typed
     traj = train(_model_id(args), data, recipe, seed=args.seed, out=args.out, control=control)
     print(f"trajectory {traj.path}: model {traj.model}, {len(traj)} checkpoints, complete={traj.complete}")
     print(f"{'name':>10} {'step':>8} {'epoch':>6} {'val_loss':>9} {'val_acc':>8}")
