@@ -69,7 +69,8 @@ def setup(tmp_path_factory) -> Path:
 def transfer(root: Path, out: str, processes: int) -> subprocess.CompletedProcess:
     args = ["-m", "transfer", "run", "--method", "fgmt,gmt", "--source", str(root / "s1"), "--target-init",
             str(root / "s2"), "--data", "dist_data_mod:images", "--model", MODEL, "--T", "2", "--grad-batches", "4",
-            "--batch-size", "8", "--bn-batches", "3", "--device", "cpu", "--out", str(root / out), "--no-progress"]  # fmt: skip
+            "--batch-size", "8", "--bn-batches", "3", "--device", "cpu", "--out", str(root / out),
+            "--no-progress"]  # fmt: skip
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ROOT)]), "OMP_NUM_THREADS": "1"}
