@@ -212,6 +212,15 @@ class TrajectoryWriter:
         self._write_manifest()
         return entry
 
+    def truncate_after(self, step: int) -> None:
+        """Forget the checkpoints recorded after ``step`` (a training loop resumed from an earlier point
+        records them again). Their files stay until overwritten; the manifest is the only index."""
+        kept = [c for c in self.manifest["checkpoints"] if c["step"] <= step]
+        if len(kept) != len(self.manifest["checkpoints"]):
+            self.manifest["checkpoints"] = kept
+            self.manifest["complete"] = False
+            self._write_manifest()
+
     def finish(self) -> None:
         """Mark the trajectory complete (readers may rely on it holding the whole run)."""
         self.manifest["complete"] = True
