@@ -108,7 +108,11 @@ def to_dot(analysis: Analysis, spec: PermSpec) -> str:
 
 
 def save_png(analysis: Analysis, spec: PermSpec, path: str | Path, max_nodes: int = 400) -> Path:
-    """Draw the data flow top-down with groups coloured (matplotlib, no Graphviz needed)."""
+    """Draw the data flow top-down with groups coloured (matplotlib, no Graphviz needed).
+
+    The PNG carries ``Software: permgraph`` in its metadata (a text chunk before the image
+    data), so the command line can tell a file it wrote from a user's own PNG before
+    overwriting it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,6 +138,6 @@ def save_png(analysis: Analysis, spec: PermSpec, path: str | Path, max_nodes: in
     ax.axis("off")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    fig.savefig(path, dpi=150, bbox_inches="tight", format="png", metadata={"Software": "permgraph"})
     plt.close(fig)
     return path
