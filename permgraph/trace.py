@@ -2,8 +2,13 @@
 
 ``torch.export.export(strict=False)`` handles Hugging Face models where ``symbolic_trace``
 fails, and yields a closed op vocabulary that ``permgraph.rules`` covers. The model is
-exported in eval mode (so BatchNorm reads its running statistics and dropout vanishes)
-and put back in the mode it was in.
+exported in eval mode (so BatchNorm reads its running statistics and dropout vanishes);
+afterwards every module is put back as it was: training flags, and any attribute or cache
+that ``eval()`` or the traced forward filled or cleared (see ``permgraph.modstate``).
+
+What torch.export prints to stderr (on failure, a dump of the partial graph) is captured
+and logged at DEBUG level on the ``permgraph.trace`` logger; a failure raises ``TraceError``
+with the captured text in its ``export_log`` attribute.
 
 >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
 >>> traced = trace(model, (torch.randn(1, 3, 8, 8),))
@@ -13,6 +18,9 @@ and put back in the mode it was in.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -23,11 +31,18 @@ import torch.fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
+from permgraph.modstate import preserved
+
 __all__ = ["TraceError", "Traced", "trace", "tied_aliases"]
+
+log = logging.getLogger(__name__)
 
 
 class TraceError(RuntimeError):
-    """The model could not be exported; the message names where and what to try."""
+    """The model could not be exported; the message names where and what to try.
+    ``export_log`` holds what torch.export printed meanwhile (kept off the user's stderr)."""
+
+    export_log: str = ""
 
 
 @dataclass
@@ -75,6 +90,32 @@ def _failing_module(model: torch.nn.Module, exc: BaseException) -> str | None:
     return found
 
 
+def _export(model: torch.nn.Module, example_args: tuple[Any, ...], example_kwargs: dict[str, Any]) -> ExportedProgram:
+    """``torch.export.export`` in eval mode, leaving ``model`` as it was found, with what
+    it prints to stderr captured: torch dumps its partial graph there before raising, which
+    would bury our ``TraceError`` under internals. The text goes to the DEBUG log."""
+    captured = io.StringIO()
+    try:
+        with preserved(model), contextlib.redirect_stderr(captured):
+            model.eval()
+            return torch.export.export(model, example_args, example_kwargs, strict=False)
+    except Exception as e:  # torch.export raises many types; all mean "cannot trace"
+        where = _failing_module(model, e)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        error = TraceError(
+            f"torch.export could not trace {type(model).__name__}"
+            + (f" (failed inside module {where!r})" if where else "")
+            + f": {type(e).__name__}: {first}\n"
+            "Try: check that model(*example_args, **example_kwargs) runs; remove data-dependent "
+            "Python control flow on tensor values; for Hugging Face models pass use_cache=False."
+        )
+        error.export_log = captured.getvalue()
+        raise error.with_traceback(sys.exc_info()[2]) from e
+    finally:
+        if captured.getvalue():
+            log.debug("torch.export wrote to stderr:\n%s", captured.getvalue())
+
+
 def trace(
     model: torch.nn.Module,
     example_args: tuple[Any, ...],
@@ -86,22 +127,7 @@ def trace(
         raise TypeError(f"permgraph.trace expects an nn.Module, got {type(model).__name__}")
     if not isinstance(example_args, tuple):
         example_args = (example_args,)
-    was_training = model.training
-    model.eval()
-    try:
-        program = torch.export.export(model, example_args, example_kwargs or {}, strict=False)
-    except Exception as e:  # torch.export raises many types; all mean "cannot trace"
-        where = _failing_module(model, e)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TraceError(
-            f"torch.export could not trace {type(model).__name__}"
-            + (f" (failed inside module {where!r})" if where else "")
-            + f": {type(e).__name__}: {first}\n"
-            "Try: check that model(*example_args, **example_kwargs) runs; remove data-dependent "
-            "Python control flow on tensor values; for Hugging Face models pass use_cache=False."
-        ).with_traceback(sys.exc_info()[2]) from e
-    finally:
-        model.train(was_training)
+    program = _export(model, example_args, example_kwargs or {})
 
     sig = program.graph_signature
     param_of: dict[str, str] = {}

@@ -37,3 +37,15 @@ def test_untraceable_model_names_the_failing_module():
 def test_non_module_is_rejected():
     with pytest.raises(TypeError, match="expects an nn.Module"):
         permgraph.infer(lambda x: x, (torch.randn(2, 4),))
+
+
+def test_a_failed_trace_writes_nothing_to_stderr(capsys, caplog):
+    """torch.export prints its partial graph to stderr before raising; the caller sees only
+    the TraceError, which keeps that text, and the DEBUG log has it too."""
+    with caplog.at_level("DEBUG", logger="permgraph.trace"):
+        with pytest.raises(permgraph.TraceError) as info:
+            permgraph.infer(Net(), (torch.randn(2, 4),))
+    assert capsys.readouterr().err == ""
+    assert isinstance(info.value.export_log, str)
+    if info.value.export_log:
+        assert info.value.export_log in caplog.text
