@@ -178,7 +178,8 @@ def report(device: str, rows: list[dict], procs: dict | None, command: str) -> s
         ]  # fmt: skip
         for n in (1, 2):
             p = procs[n]
-            lines.append(f"| {n} | {p['wall_s']:.1f} | {p['method_s']:.1f} | {', '.join(f'{a:.4f}' for a in p['val_acc'])} |")
+            accs = ", ".join(f"{a:.4f}" for a in p["val_acc"])
+            lines.append(f"| {n} | {p['wall_s']:.1f} | {p['method_s']:.1f} | {accs} |")
         diff = procs["max_rel_loss_diff"]
         lines += ["", f"Same validation accuracies: {procs['same_val_acc']}; largest relative difference of the "
                   f"validation losses: {diff:.1e} (float summation order)."]  # fmt: skip
