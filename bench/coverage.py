@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BIG = {  # left out as in reference/anchors-measured.md: too large for 2 cores / 24 GiB
+BIG = {  # left out: too large for 2 cores / 24 GiB (the same 16 as in the tool comparison)
     "regnet_y_128gf", "vit_h_14", "regnet_y_32gf", "regnet_x_32gf", "vit_l_16", "vit_l_32",
     "efficientnet_b7", "efficientnet_b6", "efficientnet_v2_l", "resnext101_64x4d", "regnet_y_16gf",
     "regnet_x_16gf", "convnext_large", "swin_v2_b", "swin_b", "wide_resnet101_2",

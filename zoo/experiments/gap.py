@@ -109,7 +109,7 @@ class Fig5aGap(Experiment):
         table = [_row(r, ts) for r in rows]
         if ts == (1, 2, 5):
             official = OFFICIAL_FIG5A[("relu", "uniform")]
-            refs = (("paper v2 (Fig. 5a)", PAPER_FIG5A), ("official code, ReLU, uniform (§6)", official))
+            refs = (("paper v2 (Fig. 5a)", PAPER_FIG5A), ("official code, ReLU, uniform (run here)", official))
             table += [[f"*{name}*", "", "", "", *[num(ref[m].get(t)) for m in PAPER_METHODS for t in ts], ""]
                       for name, ref in refs]  # fmt: skip
         return [

@@ -3,7 +3,7 @@
 ``PAPER_*``: Chijiwa, ICLR 2024 (arXiv 2305.14122 v2), mean of 3 runs, read from the figures' vector
 data (±0.1 point); only the steps the paper's text or figure data give are listed.
 ``OFFICIAL_*``: the released code (``dchiji-ntt/learning-transfer``) run for evaluation on this
-project's machines (shared/reference/paper.md §6): MNIST 2-MLP 784-4096-10, E=15, SGD lr 0.01,
+project's machines (see docs/results/transfer_mnist.md): MNIST 2-MLP 784-4096-10, E=15, SGD lr 0.01,
 momentum 0.9, batch 128, seeds 101 → 102, linear trajectory, T=5, one minibatch of 128 per gradient.
 Numbers only; no code of theirs is used.
 """
