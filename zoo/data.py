@@ -23,6 +23,8 @@ Splits follow the paper: the official training set is split 9:1 into train/val w
 - ``text``: characters of a fixed list of the running Python's standard-library sources
   (:data:`TEXT_FILES`), ASCII only, ids = code points (vocab 128), cut into windows of ``block_size``
   (default 64) with y = x shifted by one; contiguous 90 % / 5 % / 5 % of the windows.
+- ``text-docs``: the same for English prose: the Python documentation's topic pages shipped with the
+  standard library (``pydoc_data.topics``); a second text for the pretrained scenario of ``gpt_tiny``.
 - ``synthetic``: seeded Gaussian clusters (options ``features``, ``num_classes``, ``n_train``,
   ``n_val``, ``n_test``, ``seed``); 512 / 128 / 128 by default.
 
@@ -438,10 +440,19 @@ def _text_corpus(max_chars: int | None = None) -> tuple[str, list[str]]:
     return (corpus[:max_chars] if max_chars else corpus), used
 
 
-def _load_text(
-    root: Path | None, split: str, *, block_size: int = 64, max_chars: int | None = None, **_: Any
-) -> DataSplits:
-    corpus, used = _text_corpus(max_chars)
+def _docs_corpus(max_chars: int | None = None) -> tuple[str, list[str]]:
+    """English prose: the Python documentation's topic pages that ship with the standard library
+    (``pydoc_data.topics``, about 460k characters), ASCII only."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as e:  # pragma: no cover - part of every CPython
+        raise ZooError("the text-docs dataset needs pydoc_data (part of the Python standard library)") from e
+    corpus = "\n".join("".join(ch for ch in topics[k] if ord(ch) < 128) for k in sorted(topics))
+    return (corpus[:max_chars] if max_chars else corpus), ["pydoc_data.topics"]
+
+
+def _windows(name: str, corpus: str, block_size: int, source: str) -> DataSplits:
+    """Character windows of ``block_size`` with y = x shifted by one; contiguous 90/5/5 % splits."""
     ids = torch.tensor(list(corpus.encode("ascii")), dtype=torch.long)
     n = (len(ids) - 1) // block_size
     if n < 20:
@@ -449,18 +460,22 @@ def _load_text(
     x = ids[: n * block_size].view(n, block_size)
     y = ids[1 : n * block_size + 1].view(n, block_size)
     a, b = int(n * 0.9), int(n * 0.95)
-    return DataSplits(
-        "text",
-        (x[:a], y[:a]),
-        (x[a:b], y[a:b]),
-        (x[b:], y[b:]),
-        128,
-        (block_size,),
-        None,
-        None,
-        None,
-        f"{len(used)} stdlib files, {len(corpus)} chars",
-    )
+    return DataSplits(name, (x[:a], y[:a]), (x[a:b], y[a:b]), (x[b:], y[b:]), 128, (block_size,), None, None,
+                      None, source)  # fmt: skip
+
+
+def _load_text(
+    root: Path | None, split: str, *, block_size: int = 64, max_chars: int | None = None, **_: Any
+) -> DataSplits:
+    corpus, used = _text_corpus(max_chars)
+    return _windows("text", corpus, block_size, f"{len(used)} stdlib files, {len(corpus)} chars")
+
+
+def _load_text_docs(
+    root: Path | None, split: str, *, block_size: int = 64, max_chars: int | None = None, **_: Any
+) -> DataSplits:
+    corpus, _ = _docs_corpus(max_chars)
+    return _windows("text-docs", corpus, block_size, f"pydoc_data.topics, {len(corpus)} chars")
 
 
 def _load_synthetic(
@@ -503,6 +518,7 @@ LOADERS: dict[str, Callable[..., DataSplits]] = {
     "digits": _load_digits,
     "mnist1d": _load_mnist1d,
     "text": _load_text,
+    "text-docs": _load_text_docs,
     "synthetic": _load_synthetic,
 }
 

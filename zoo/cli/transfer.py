@@ -4,6 +4,7 @@
     transfer run --method oracle --source runs/s101 --target-init runs/s102 --target runs/s102 --out runs/t
     transfer finetune --from runs/t --epochs 1 --lr 0.01
     transfer match runs/s101 runs/s102
+    transfer diagnose runs/s101 runs/s102 --png diagnose.png
 
 Methods come from the registry (:mod:`transfer.methods`). User errors (missing runs, other
 architectures, bad arguments) print one line and exit with 2.
@@ -103,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default=None, help="trajectory folder (default FROM/finetune_METHOD)")
     add_recipe_flags(f, epochs_required=False, lr_default=0.01)
+    d = sub.add_parser("diagnose", help="before a transfer: will it help? gradient cosines and init/change ratios")
+    d.add_argument("source", help="source trajectory folder")
+    d.add_argument("target_init", type=_target_init, help="run folder (its init) or int seed")
+    _add_model_flag(d)
+    d.add_argument("--data", default=None, help="dataset name or your pkg.mod:factory (default: the source run's)")
+    d.add_argument("--num-workers", type=int, default=0)
+    d.add_argument("--grad-batches", type=int, default=20, help="minibatches per gradient (default 20)")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--png", default=None, help="also draw the per-layer ratios and the cosines here")
+    d.add_argument("--json", dest="json_out", default=None, help="also write the measurements as JSON here")
     m = sub.add_parser("match", help="weight-match run B's final weights onto run A's (Git Re-Basin)")
     m.add_argument("a")
     m.add_argument("b")
@@ -183,6 +196,33 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from transfer.diagnose import diagnose, plot_diagnosis
+    from transfer.engine import open_trajectory
+    from transfer.files import atomic_write_json
+    from transfer.options import TransferOptions
+
+    src = open_trajectory(args.source, "source trajectory")
+    args.source = str(src.path)
+    init = args.target_init
+    if isinstance(init, int):
+        torch.manual_seed(init)
+        init = _model_for(args, src.model).state_dict()
+    else:
+        init = open_trajectory(init, "target init").init()
+    options = TransferOptions(grad_batches=args.grad_batches, batch_size=args.batch_size, seed=args.seed,
+                              device=default_device(args.device), num_workers=args.num_workers)  # fmt: skip
+    result = diagnose(_model_for(args, src.model), _data_for(args, src.data), src, init, options)
+    print(result.summary())
+    if args.png:
+        plot_diagnosis(result, args.png, title=f"{args.source} -> {args.target_init}")
+        print(f"wrote {args.png}")
+    if args.json_out:
+        atomic_write_json(args.json_out, result.to_json())
+        print(f"wrote {args.json_out}")
+    return 0
+
+
 def _match(args: argparse.Namespace) -> int:
     from transfer.align import align
     from transfer.engine import open_trajectory
@@ -204,8 +244,9 @@ def _match(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"run": _run, "finetune": _finetune, "match": _match}[args.command]
-    hint = "; run the same command again to resume after the last finished step" if args.command != "match" else ""
+    command = {"run": _run, "finetune": _finetune, "match": _match, "diagnose": _diagnose}[args.command]
+    resumable = args.command in ("run", "finetune")
+    hint = "; run the same command again to resume after the last finished step" if resumable else ""
     return run_command("transfer", command, args, resume_hint=hint)
 
 

@@ -1,0 +1,166 @@
+"""Before paying for a transfer: will it help? ``transfer diagnose SOURCE TARGET_INIT``.
+
+Two measurements, both cheap (a few gradients and norms):
+
+* **Do the gradients match up to a permutation?** The paper's Fig. 3 measures the cosine between the
+  permuted source update and the target's own update, against the unpermuted cosine. Here: the
+  synced gradients of the source at its init and of the target at its init on one set of minibatches
+  give the permutation (one FGMT step); the cosine is then measured on *other* minibatches, so a
+  permutation that only fits minibatch noise does not count. Gradient matching can only help where
+  the permuted cosine clearly exceeds the unpermuted one.
+* **Does the training change outweigh the init?** Per layer, ``|theta_2^0| / |Delta_1|``: the target
+  init's norm over the source's whole change. Where it is small (below about 1.5), adding the
+  source's change works even unpermuted (Naive), and a permutation has less to add; where it is large,
+  the transferred point is dominated by the target's init and a few transfer steps move it little.
+
+The verdict combines them: *likely to help* when the held-out permuted cosine beats the unpermuted
+one by at least ``MIN_GAIN`` and ``MIN_FACTOR`` times; otherwise *unlikely*, with the reason. The
+rule was fixed before it was checked against the experiments (``docs/results/diagnose.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import permgraph
+from permgraph.apply import apply
+from transfer.data import as_transfer_data
+from transfer.engine import open_trajectory
+from transfer.evaluation import LossFn
+from transfer.gradients import SyncedGradients
+from transfer.matching import Matcher
+from transfer.options import TransferOptions
+from transfer.trajectory import Trajectory
+
+__all__ = ["Diagnosis", "diagnose", "MIN_GAIN", "MIN_FACTOR", "plot_diagnosis"]
+
+MIN_GAIN = 0.05  # the permuted cosine must beat the unpermuted one by this much (absolute) ...
+MIN_FACTOR = 1.5  # ... and by this factor
+NAIVE_RATIO = 1.5  # below this init/change ratio the source's change dominates: Naive works too
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What ``diagnose`` measured, and its verdict."""
+
+    cos_identity: float  # held-out minibatches, no permutation
+    cos_permuted: float  # held-out minibatches, the permutation matched on other minibatches
+    cos_permuted_in_sample: float  # on the minibatches the permutation was matched on (an upper bound)
+    init_to_change: dict[str, float]  # per parameter tensor: |theta_2^0| / |Delta_1|
+    ratio_median: float
+    ratio_total: float  # all parameters at once
+    verdict: str  # "likely" | "unlikely"
+    reasons: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [
+            f"gradient cosine, target vs source (held-out minibatches): permuted {self.cos_permuted:.3f}, "
+            f"unpermuted {self.cos_identity:.3f} (in-sample permuted {self.cos_permuted_in_sample:.3f})",
+            f"|theta_2^0| / |Delta_1|: all parameters {self.ratio_total:.2f}, median over tensors {self.ratio_median:.2f}",
+            f"verdict: transfer is {self.verdict} to help",
+        ]
+        return "\n".join(lines + [f"  - {r}" for r in self.reasons])
+
+
+def _cosine(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    dot = sum(float((a[k].double() * b[k].double()).sum()) for k in a)
+    na = math.sqrt(sum(float(a[k].double().pow(2).sum()) for k in a))
+    nb = math.sqrt(sum(float(b[k].double().pow(2).sum()) for k in b))
+    return dot / (na * nb) if na > 0 and nb > 0 else 0.0
+
+
+def _ratios(theta2_0: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    out = {}
+    for k, d in delta.items():
+        change = float(d.double().norm())
+        if change > 0:
+            out[k] = float(theta2_0[k].double().norm()) / change
+    return out
+
+
+def _verdict(cos_id: float, cos_perm: float, ratio: float) -> tuple[str, list[str]]:
+    gain = cos_perm - cos_id
+    reasons = []
+    likely = gain >= MIN_GAIN and cos_perm >= MIN_FACTOR * max(cos_id, 0.0)
+    if likely:
+        reasons.append(f"the matched permutation raises the held-out gradient cosine by {gain:+.3f}: the two runs' "
+                       "gradients agree up to a permutation, which gradient matching exploits")  # fmt: skip
+    else:
+        reasons.append(f"the matched permutation changes the held-out gradient cosine by only {gain:+.3f} "
+                       f"(needs +{MIN_GAIN} and x{MIN_FACTOR}): no permutation makes the target's gradients "
+                       "look like the source's, so GMT / FGMT have nothing to match")  # fmt: skip
+    if ratio < NAIVE_RATIO:
+        reasons.append(f"the source's change outweighs the target init (ratio {ratio:.2f} < {NAIVE_RATIO}): adding it "
+                       "unpermuted (Naive) should already work; expect a small margin over Naive")  # fmt: skip
+    else:
+        reasons.append(f"the target init outweighs the source's change (ratio {ratio:.2f}): Naive should stay near "
+                       "the target init's accuracy")  # fmt: skip
+    return ("likely" if likely else "unlikely"), reasons
+
+
+def diagnose(
+    model: nn.Module,
+    data: Any,
+    source: Trajectory | str | os.PathLike,
+    target_init: Mapping[str, torch.Tensor],
+    options: TransferOptions | None = None,
+    loss_fn: LossFn | None = None,
+) -> Diagnosis:
+    """Measure, on ``options.grad_batches`` minibatches per gradient, how well the target init's
+    gradients match the source's up to a permutation, and the init/change ratio per layer."""
+    options = options or TransferOptions()
+    src = open_trajectory(source, "source trajectory")
+    data = as_transfer_data(data, num_workers=options.num_workers)
+    spec = permgraph.infer(model, data.example_inputs())
+    sg = SyncedGradients(model, data, options, loss_fn=loss_fn)
+    theta1_0, theta1_T = src.init(), src.final()
+    g1 = {k: sg.gradient(theta1_0, k=k) for k in (1, 2)}
+    g2 = {k: sg.gradient(dict(target_init), k=k) for k in (1, 2)}
+    perm = Matcher(spec).add(g2[1], g1[1]).solve(init=[None, "sorted"], seed=options.seed)
+    cos_id = _cosine(g2[2], g1[2])
+    cos_perm = _cosine(g2[2], apply(spec, perm, g1[2]))
+    cos_in = _cosine(g2[1], apply(spec, perm, g1[1]))
+    params = [n for n, _ in model.named_parameters()]
+    delta = {k: theta1_T[k] - theta1_0[k] for k in params}
+    ratios = _ratios(target_init, delta)
+    total = float(torch.sqrt(sum(target_init[k].double().pow(2).sum() for k in params)))
+    change = float(torch.sqrt(sum(delta[k].double().pow(2).sum() for k in params)))
+    ratio_total = total / change if change > 0 else math.inf
+    verdict, reasons = _verdict(cos_id, cos_perm, ratio_total)
+    median = float(torch.tensor(list(ratios.values())).median()) if ratios else math.inf
+    return Diagnosis(cos_id, cos_perm, cos_in, ratios, median, ratio_total, verdict, reasons)
+
+
+def plot_diagnosis(diagnosis: Diagnosis, path: str | os.PathLike, title: str = "") -> None:
+    """Per-tensor init/change ratios (log scale) and the three gradient cosines, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(diagnosis.init_to_change)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    a.bar(range(len(names)), [diagnosis.init_to_change[n] for n in names], color="C0")
+    a.axhline(NAIVE_RATIO, color="gray", ls="--", lw=0.8, label=f"{NAIVE_RATIO}: the change dominates below")
+    a.set_yscale("log")
+    a.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    a.set_ylabel("|θ₂⁰| / |Δ₁| per tensor")
+    a.legend(fontsize=7)
+    cos = [diagnosis.cos_identity, diagnosis.cos_permuted, diagnosis.cos_permuted_in_sample]
+    b.bar(["unpermuted", "permuted\n(held out)", "permuted\n(in sample)"], cos, color=["C7", "C1", "C3"])
+    b.set_ylabel("gradient cosine, target vs source")
+    b.set_title(f"verdict: {diagnosis.verdict}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": "permgraph"})
+    plt.close(fig)
