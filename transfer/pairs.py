@@ -104,8 +104,15 @@ class DiskPairs(PairSource):
         return self.folder / f"pair_{i:06d}.safetensors"
 
     def append(self, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
-        tensors = {f"target/{k}": v.detach().cpu().contiguous() for k, v in target.items()}
-        tensors.update({f"source/{k}": v.detach().cpu().contiguous() for k, v in source.items()})
+        tensors: Tensors = {}
+        seen: set[int] = set()
+        for side, d in (("target", target), ("source", source)):
+            for k, v in d.items():
+                v = v.detach().cpu().contiguous()
+                if v.data_ptr() in seen:  # safetensors refuses shared storage (a pair of a state with itself)
+                    v = v.clone()
+                seen.add(v.data_ptr())
+                tensors[f"{side}/{k}"] = v
         save_file(tensors, str(self._file(self._count)))
         self._count += 1
 
