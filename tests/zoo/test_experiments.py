@@ -111,6 +111,21 @@ def test_pretrained(root):
     assert set(out["finetune"]["curves"]) == {"standard", "fgmt"}
 
 
+@pytest.mark.parametrize("name", ["resnet_pretrained", "gpt_pretrained"])
+def test_pretrained_pairs_write_the_published_schema(root, name):
+    """pairs; per method its best transferred accuracy per pair; per fine-tuning arm epoch 1 and final."""
+    out = run_tiny(root, name)
+    cfg = load_config(name, tiny=True)
+    assert out["pairs"] == cfg["seeds"]
+    assert set(out["methods"]) == set(cfg["methods"])
+    for entry in out["methods"].values():
+        assert len(entry["best_val_acc"]) == len(cfg["seeds"]) and curve_ok(entry["best_val_acc"])
+    assert set(out["finetune"]) == {"from_fgmt", "from_naive", "scratch"}
+    for arm in out["finetune"].values():
+        assert set(arm) == {"epoch1_val_acc", "final_val_acc"} and curve_ok(arm["final_val_acc"])
+    assert out["per_pair"][0]["diagnose"]["verdict"] in ("likely", "unlikely")
+
+
 @pytest.mark.parametrize("name", ["vit_tiny", "gpt_tiny"])
 def test_attention_models_transfer_through_head_groups(root, name):
     out = run_tiny(root, name)
