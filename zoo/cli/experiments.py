@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from transfer.distributed import default_device
 from zoo.cli.common import add_common_flags, run_command
 from zoo.errors import ZooError
 from zoo.experiments.base import experiments
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value (dotted key, TOML value), e.g. --set train.epochs=3",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--device", default="cpu", help="cpu (default: the published pages' numbers), auto, cuda, cuda:1")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_common_flags(p)
     return p
@@ -81,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     run_experiment(
         args.name, config=args.config, tiny=args.tiny, runs=args.runs, docs=args.docs,
-        progress=not args.no_progress, overrides=overrides,
+        progress=not args.no_progress, overrides=overrides, device=default_device(args.device),
     )  # fmt: skip
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -27,6 +27,7 @@ class Context:
     pool: Path = Path("runs/experiments/_runs")
     tiny: bool = False
     progress: bool = True
+    device: str = "cpu"  # where runs train and transfers compute (the published pages: the CPU)
     command: str = ""
     config_file: str = ""
     started: float = field(default_factory=time.perf_counter)

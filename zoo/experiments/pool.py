@@ -78,7 +78,7 @@ def ensure_run(
     done = _complete(out)
     if not done:
         ctx.say(f"training {what or out.name}: {model} on {data.name}, seed {seed}, {dict(recipe)} -> {out}")
-    control = TrainControl(progress=ctx.progress and not done)
+    control = TrainControl(progress=ctx.progress and not done, device=ctx.device)
     traj = train(model, data, TrainRecipe.from_mapping(recipe, "the [train] table"), seed=seed, out=out, control=control)
     verb = "reused" if done else "trained"
     ctx.say(f"{verb} {what or out.name}: val acc {pct(traj.metrics('val_acc')[-1])} ({time.perf_counter() - t0:.0f} s)")
@@ -102,7 +102,7 @@ def transfer_methods(
     if out is None:
         out = pool_folder(ctx, "transfer", str(source.path), str(target.path), None, data.name, kw)
     existing = _read_json(out / "results.json") or {}
-    options_ = options_from(TransferOptions, {**kw, "progress": ctx.progress}, "the transfer options")
+    options_ = options_from(TransferOptions, {**kw, "progress": ctx.progress, "device": ctx.device}, "the transfer options")
     engine = TransferEngine(build(source.model), data, options_)
     results: dict[str, dict] = {}
     for m in methods:
@@ -153,6 +153,7 @@ def train_from(
     done = _complete(out)
     ctx.say(f"{'reusing' if done else 'fine-tuning'} {what or out.name}: {recipe_.epochs} epochs, lr {recipe_.lr} "
             f"{recipe_.schedule}")  # fmt: skip
-    traj = train(model, data, recipe_, seed=seed, out=out, init=state, control=TrainControl(progress=ctx.progress))
+    control = TrainControl(progress=ctx.progress, device=ctx.device)
+    traj = train(model, data, recipe_, seed=seed, out=out, init=state, control=control)
     ctx.say(f"fine-tuned {what or out.name}: val acc per epoch {' '.join(pct(a) for a in traj.metrics('val_acc'))}")
     return traj

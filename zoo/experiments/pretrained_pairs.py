@@ -105,7 +105,7 @@ class PretrainedPairs(Experiment):
             folder = pool_folder(ctx, "taskft", str(run.path), head, data.name, recipe, cfg.get("reinit_head", True))
             runs[role] = train_from(ctx, start, pretrained.model, data, folder, recipe, seed=head,
                                     what=f"pair {seeds} {role}: fine-tune on the task")  # fmt: skip
-        options = options_from(TransferOptions, {**cfg["transfer"], "progress": False}, "[transfer]")
+        options = options_from(TransferOptions, {**cfg["transfer"], "progress": False, "device": ctx.device}, "[transfer]")
         ctx.say(f"pair {seeds}: diagnose before transferring")
         diag = diagnose(build(pretrained.model), data, runs["source"], runs["target"].init(), options)
         res = transfer_methods(ctx, cfg["methods"], runs["source"], runs["target"], data, cfg["transfer"])

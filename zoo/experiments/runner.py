@@ -36,6 +36,7 @@ def run_experiment(
     docs: str | os.PathLike | None = None,
     progress: bool = True,
     overrides: dict | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Run experiment ``name`` and return its results (as recorded in ``DOCS/NAME.json``, merged).
 
@@ -50,7 +51,7 @@ def run_experiment(
     ctx = Context(
         name=name, config=cfg, runs=run_dir, pool=run_dir.parent / "_runs",
         docs=Path(docs) if docs is not None else (base / "docs" if tiny else Path("docs") / "results"),
-        tiny=tiny, progress=progress, command=_command(name, config, tiny, overrides),
+        tiny=tiny, progress=progress, device=device, command=_command(name, config, tiny, overrides),
         config_file=shown_path(config_path(name, config)),
     )  # fmt: skip
     ctx.runs.mkdir(parents=True, exist_ok=True)
