@@ -126,6 +126,13 @@ def test_pretrained_pairs_write_the_published_schema(root, name):
     assert out["per_pair"][0]["diagnose"]["verdict"] in ("likely", "unlikely")
 
 
+def test_random_init_reports_the_ratio_and_the_margins_over_naive(root):
+    out = run_tiny(root, "random_init")
+    (case,) = out["cases"]
+    assert case["pairs"][0]["diagnose"]["ratio_total"] > 0
+    assert set(case["margins"]) == {"fgmt", "naive", "random"} and case["margins"]["naive"] == [0.0]
+
+
 @pytest.mark.parametrize("name", ["vit_tiny", "gpt_tiny"])
 def test_attention_models_transfer_through_head_groups(root, name):
     out = run_tiny(root, name)

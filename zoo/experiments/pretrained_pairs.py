@@ -194,7 +194,7 @@ def _diagnose_table(r: Mapping[str, Any]) -> str:
         d = p["diagnose"]
         rows.append([p["seeds"], f"{d['cos_identity']:.3f}", f"{d['cos_permuted']:.3f}", f"{d['ratio_total']:.2f}",
                      d["verdict"]])  # fmt: skip
-    header = ["pair", "gradient cosine, unpermuted", "permuted (held out)", "|θ₂⁰|/|Δ₁|", "verdict"]
+    header = ["pair", "gradient cosine, unpermuted", "permuted (held out)", "‖θ₂⁰‖ / ‖Δ₁‖", "verdict"]
     return md_table(header, rows)
 
 
