@@ -61,7 +61,8 @@ class RandomInit(Experiment):
                               train=case["train"], transfer=case["transfer"], subset=case.get("subset"),
                               val_subset=case.get("val_subset"))  # fmt: skip
             pair = open_pair(ctx, setting)
-            options = options_from(TransferOptions, {**case["transfer"], "progress": False, "device": ctx.device}, "transfer")
+            table = {**case["transfer"], "progress": False, "device": ctx.device}
+            options = options_from(TransferOptions, table, "transfer")
             diag = diagnose(build(pair.model), pair.data, pair.source, pair.target.init(), options)
             res = transfer_methods(ctx, ctx.config["methods"], pair.source, pair.target, pair.data, case["transfer"])
             pairs.append({
@@ -117,7 +118,8 @@ def _case_table(c: Mapping[str, Any], methods: list[str]) -> str:
             ["diagnose: gradient cosine unpermuted / permuted", *[f"{x['cos_identity']:.2f} / {x['cos_permuted']:.2f}"
                                                                   for x in d]],
             ["diagnose: verdict", *[x["verdict"] for x in d]],
-            ["trained source / target", *[f"{pct(p['source_val_acc'])} / {pct(p['target_val_acc'])}" for p in c["pairs"]]]]  # fmt: skip
+            ["trained source / target", *[f"{pct(p['source_val_acc'])} / {pct(p['target_val_acc'])}"
+                                          for p in c["pairs"]]]]  # fmt: skip
     for m in methods:
         best = [max(p["transfer"][m]["val_acc"]) for p in c["pairs"]]
         margin = c["margins"].get(m)
