@@ -5,8 +5,9 @@ For t = 0..T the registered method (:mod:`transfer.methods`) chooses ``pi_t``; t
     theta_2^t = theta_2^0 + pi_t (theta_1^t - theta_1^0)
 
 on the validation split (BatchNorm statistics re-estimated first, as the paper does), commits the
-step to the run's store, and at the end writes the transferred trajectory ``OUT/<method>/`` and the
-method's entry of ``OUT/results.json``.
+step to the run's store, and at the end writes the transferred trajectory ``OUT/<method>/`` (with
+the permutation of every step, :func:`load_permutations`) and the method's entry of
+``OUT/results.json``.
 
 The engine takes objects: an ``nn.Module`` (its architecture; its weights are not used), data with
 training and validation splits (:func:`transfer.data.as_transfer_data`), a loss, and trajectories.
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -42,7 +45,7 @@ from transfer import distributed as dist
 from transfer.context import SourcePoints, TransferContext, transferred_state
 from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
-from transfer.files import MARKER, FolderError, output_folder, refuse_inputs_inside
+from transfer.files import MARKER, FolderError, atomic_write_bytes, output_folder, refuse_inputs_inside
 from transfer.gradients import SyncedGradients
 from transfer.methods import TransferMethod, get_method
 from transfer.options import TransferOptions
@@ -52,7 +55,7 @@ from transfer.trajectory import Trajectory, TrajectoryError, TrajectoryWriter, s
 
 __all__ = [
     "TransferEngine", "TransferError", "run_transfer", "transferred_state", "state_sha", "trajectory_sha",
-    "owned_by_transfer", "open_trajectory", "transfer_output",
+    "owned_by_transfer", "open_trajectory", "transfer_output", "load_permutations",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 TargetInit = Mapping[str, torch.Tensor] | Trajectory | str | os.PathLike
 Callback = Callable[[int, dict], None]
+PERMUTATIONS = "permutations.safetensors"  # beside a transferred trajectory's checkpoints: pi_t of every step
 
 
 def state_sha(state: Mapping[str, torch.Tensor]) -> str:
@@ -329,7 +333,25 @@ def check_output_folder(out: Path, method: str, inputs: Mapping[str, Path | None
 
 
 def _trajectory_file(name: str) -> bool:
-    return name == "manifest.json" or (name.startswith("ckpt_") and name.endswith(".safetensors")) or name.startswith(".")
+    return (
+        name in ("manifest.json", PERMUTATIONS)
+        or (name.startswith("ckpt_") and name.endswith(".safetensors"))
+        or name.startswith(".")
+    )
+
+
+def load_permutations(folder: str | os.PathLike) -> list[dict[str, torch.Tensor]]:
+    """The permutation of every step t = 0..T of a transferred trajectory (``OUT/<method>/``), as
+    saved beside its checkpoints: ``[{group name: permutation}, ...]``."""
+    path = Path(folder) / PERMUTATIONS
+    if not path.exists():
+        raise TransferError(f"{path} is missing: {folder} is not a transferred trajectory of this version")
+    flat = load_file(str(path))
+    steps: dict[int, dict[str, torch.Tensor]] = {}
+    for key, perm in flat.items():
+        t, group = key.split("/", 1)
+        steps.setdefault(int(t[1:]), {})[group] = perm.long()
+    return [steps[t] for t in sorted(steps)]
 
 
 def _check_results_setting(out: Path, setting: Mapping[str, Any]) -> None:
@@ -494,6 +516,8 @@ class _Outputs:
             for t in range(T + 1):
                 metrics = {"val_acc": self.record["val_acc"][t], "val_loss": self.record["val_loss"][t]}
                 writer.save(self.saved_state(t), step=t, epoch=float(t), name=f"t{t}", metrics=metrics)
+            perms = {f"t{t}/{g}": p for t in range(T + 1) for g, p in self.ctx.store.load_perm(t).items()}
+            atomic_write_bytes(tmp / PERMUTATIONS, save_tensors({k: v.contiguous() for k, v in perms.items()}))
             writer.finish()
             _replace_folder(tmp, folder)
         except BaseException:

@@ -42,3 +42,18 @@ def test_random_permutation_is_seeded_fixed_and_applied_exactly(tmp_path):
         moved = apply(spec, perms["a"][0], delta)
         for k in params:
             assert torch.equal(traj.load(t)[k], init[k] + moved[k]), (t, k)
+
+
+def test_every_steps_permutation_is_saved_with_the_transferred_trajectory(tmp_path):
+    from transfer.engine import load_permutations
+
+    data = tiny_data((6,), 3)
+    src = record(tmp_path / "src", MLP, 0, data)
+    init = record(tmp_path / "tgt", MLP, 1, data).init()
+    run("fgmt", src, init, data, tmp_path / "out", T=2)
+    perms = load_permutations(tmp_path / "out" / "fgmt")
+    store = RunStore(tmp_path / "out" / ".state" / "fgmt")
+    assert len(perms) == 3
+    for t, perm in enumerate(perms):
+        assert perm.keys() == store.load_perm(t).keys()
+        assert all(torch.equal(perm[g], store.load_perm(t)[g]) for g in perm)
