@@ -1,11 +1,18 @@
-"""Linear assignment: scipy for small problems, an epsilon-scaling auction for large ones.
+"""Linear assignment: a Jonker-Volgenant library, scipy, or our epsilon-scaling auction, by the matrix.
 
-Why not scipy alone: gradient cost matrices are numerically low-rank (mlp2's 4096 x 4096 matrix
-has most of its energy in ~30 directions), so many rows prefer the same columns and scipy's
-shortest-augmenting-path solver needs 10-12 s of CPU per call on them (the official code spends
-72-83 % of its time there). The auction below solves the same matrices in 1.5-2 s with the same
-optimum (checked against scipy on every FGMT matrix of the MNIST run), because most of its work is
-vectorised bids over short candidate lists.
+Measured on the matrices transfer builds (``bench/solvers.py``, ``docs/results/solvers.md``, CPU
+seconds on one core):
+
+* Weight-matching costs (two random-init resnet50's channel groups, full rank): lapx's ``lapjv``
+  solves n = 256 / 1024 / 2048 in FIGURES_WM, scipy in FIGURES_SCIPY and our auction in FIGURES_AUCTION.
+  So every matrix whose rows disagree on their best column goes to lapx when it is installed.
+* Gradient costs (FGMT on mlp2, width 4096: low rank, most rows prefer the same few columns): the
+  auction takes FIGURES_MLP_AUCTION, scipy FIGURES_MLP_SCIPY, lapx's fastest exact solver FIGURES_MLP_LAPX;
+  the other lapx / lapjv solvers ran out of 60 s. The auction stays hand-written for these.
+* What tells the two apart cheaply: the share of distinct row-argmax columns, 0.6 on the
+  weight-matching matrices, 0.06 on the gradient ones (``_SPREAD``).
+* Without lapx (an optional dependency) scipy takes every matrix below ``AUCTION_MIN_SIZE`` and
+  the auction every larger one, scipy being the fallback whatever happens.
 
 The auction (Bertsekas' Jacobi auction with epsilon scaling) keeps, for every row, its ``k`` best
 columns under the prices at the time the list was made, and the (k+1)-th best value as a bound.
@@ -14,7 +21,9 @@ list is exact whenever its best value clears the bound, and otherwise the list i
 full row. A bid may use the bound in place of an unknown second-best value; that only makes the
 bid smaller, which keeps epsilon-complementary slackness. The final assignment is within
 ``n * eps_final`` (= ``n * 1e-9 * span``) of the optimum. A problem that makes the auction fight
-price wars (many identical rows) exceeds a bid budget and goes to scipy.
+price wars (many identical rows) exceeds a bid budget and goes to an exact solver.
+
+Every solver here is exact: where two reach the optimum they differ only on exact ties.
 """
 
 from __future__ import annotations
@@ -24,11 +33,18 @@ import logging
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["solve_lap", "scipy_lap", "auction_lap", "AUCTION_MIN_SIZE"]
+try:  # optional: pip install lapx (module "lap")
+    import lap as _lapx
+except ImportError:  # pragma: no cover - depends on the environment
+    _lapx = None
+
+__all__ = ["solve_lap", "scipy_lap", "lapx_lap", "auction_lap", "AUCTION_MIN_SIZE", "HAVE_LAPX"]
 
 log = logging.getLogger(__name__)
 
-AUCTION_MIN_SIZE = 1024  # below this scipy is as fast or faster (0.27 s vs 0.19 s at 1024)
+AUCTION_MIN_SIZE = 1024  # below this the auction never pays (resnet50 WM 1024: auction 1.0 s, scipy 0.1 s)
+HAVE_LAPX = _lapx is not None and hasattr(_lapx, "lapjv")
+_SPREAD = 0.3  # distinct row-argmax columns / n above which a matrix goes to lapx rather than the auction
 
 
 class _BudgetExceeded(RuntimeError):
@@ -36,17 +52,31 @@ class _BudgetExceeded(RuntimeError):
 
 
 def solve_lap(a: np.ndarray) -> np.ndarray:
-    """Column index per row maximising ``sum_i a[i, p[i]]`` for a square matrix."""
+    """Column index per row maximising ``sum_i a[i, p[i]]`` for a square matrix (module docstring
+    says which solver takes which matrix, and why).
+
+    >>> solve_lap(np.array([[1.0, 5.0], [4.0, 1.0]])).tolist()
+    [1, 0]
+    """
     a = np.asarray(a, dtype=np.float64)
     n = a.shape[0]
     if a.shape != (n, n):
         raise ValueError(f"cost matrix must be square, got {a.shape}")
+    if HAVE_LAPX and len(np.unique(a.argmax(axis=1))) >= _SPREAD * n:
+        return lapx_lap(a)
     if n >= AUCTION_MIN_SIZE:
         try:
             return auction_lap(a)
         except _BudgetExceeded:
             log.debug("auction bid budget exceeded at n=%d; falling back to scipy", n)
     return scipy_lap(a)
+
+
+def lapx_lap(a: np.ndarray) -> np.ndarray:
+    """lapx's Jonker-Volgenant ``lapjv`` (minimising, so on ``-a``), exact in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    _, cols, _ = _lapx.lapjv(-a)
+    return np.asarray(cols, dtype=np.int64)
 
 
 def scipy_lap(a: np.ndarray) -> np.ndarray:

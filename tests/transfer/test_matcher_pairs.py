@@ -124,8 +124,8 @@ def test_peak_rss_of_disk_pairs_does_not_grow_with_the_number_of_pairs():
     the peak by about that much; streamed from files, by a few MiB whatever the count."""
     pair_kib = 2 * 512 * 512 * 4 // 1024
     memory, disk = _rss_growth(60, "memory"), _rss_growth(60, "disk")
-    assert memory > 40 * pair_kib
-    assert disk < 8 * pair_kib, (disk, memory)
+    assert memory > 40 * pair_kib, (disk, memory)
+    assert disk < 12 * pair_kib, (disk, memory)  # measured: 0.5 MiB of 120
 
 
 def test_fast_rows_and_gathers_equal_permgraphs():
