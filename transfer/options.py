@@ -73,7 +73,10 @@ class TransferOptions:
     otherwise T of the recorded checkpoints, evenly spaced. ``bn_batches`` training minibatches
     re-estimate BatchNorm statistics before each evaluation. ``seed`` seeds the gradient minibatches
     and the solver; ``restarts`` adds random starts to the matcher. ``amp`` takes gradients under bf16
-    autocast (faster on GPUs; the matched costs change slightly). ``allow_incomplete`` transfers
+    autocast (faster on GPUs; the matched costs change slightly). FGMT keeps every earlier gradient
+    pair as it was computed; ``fgmt_decay`` < 1 weights the pair of step j by ``fgmt_decay ** (t - j)``
+    at step t, and ``fgmt_refresh`` = R recomputes the target gradients of the last R pairs under the
+    latest permutation (a middle way to GMT, which recomputes all). ``allow_incomplete`` transfers
     from a source whose training has not finished (refused by default: its numbers would go stale).
     """
 
@@ -86,6 +89,8 @@ class TransferOptions:
     seed: int = 0
     restarts: int = 0
     amp: bool = False
+    fgmt_decay: float = 1.0
+    fgmt_refresh: int = 0
     eval_batch_size: int = 1000
     progress: bool = True
     device: str = "cpu"
@@ -93,6 +98,8 @@ class TransferOptions:
     allow_incomplete: bool = False
 
     RUNTIME = ("eval_batch_size", "progress", "device", "num_workers", "allow_incomplete")
+    # options added after results were first written: recorded only when set, so older results stay comparable
+    RECORDED_WHEN_SET = {"fgmt_decay": 1.0, "fgmt_refresh": 0}
 
     def __post_init__(self) -> None:
         check_positive_int("T", self.T)
@@ -104,10 +111,17 @@ class TransferOptions:
         check_positive_int("restarts", self.restarts, minimum=0)
         check_positive_int("seed", self.seed, minimum=0)
         check_positive_int("num_workers", self.num_workers, minimum=0)
+        check_positive_int("fgmt_refresh", self.fgmt_refresh, minimum=0)
+        check_finite("fgmt_decay", self.fgmt_decay, minimum=0.0, strict=True)
+        if self.fgmt_decay > 1:
+            raise OptionsError(f"fgmt_decay must be in (0, 1], got {self.fgmt_decay!r}")
 
     def setting(self) -> dict[str, Any]:
         """The fields that decide the numbers (all but those in ``RUNTIME``: how, not what, is computed)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME}
+        return {
+            k: v for k, v in dataclasses.asdict(self).items()
+            if k not in self.RUNTIME and not (k in self.RECORDED_WHEN_SET and v == self.RECORDED_WHEN_SET[k])
+        }  # fmt: skip
 
     def replace(self, **changes: Any) -> TransferOptions:
         return dataclasses.replace(self, **changes)

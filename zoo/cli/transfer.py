@@ -85,6 +85,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--bn-batches", type=int, default=20, help="batches to re-estimate BatchNorm stats")
     r.add_argument("--seed", type=int, default=0, help="seeds the gradient minibatches and the solver")
     r.add_argument("--restarts", type=int, default=0, help="extra random starts of the matcher")
+    r.add_argument("--fgmt-decay", type=float, default=1.0, help="FGMT: weight of the pair of step j at step t: d**(t-j)")
+    r.add_argument("--fgmt-refresh", type=int, default=0, help="FGMT: recompute the last R pairs under the latest pi")
     r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     r.add_argument("--amp", action="store_true", help="gradients under bf16 autocast")
     r.add_argument("--allow-incomplete", action="store_true", help="transfer from a source whose training has not finished")
@@ -132,7 +134,7 @@ def _options(args: argparse.Namespace):
         T=args.T, schedule=args.schedule, linear=args.linear, grad_batches=args.grad_batches,
         batch_size=args.batch_size, bn_batches=args.bn_batches, seed=args.seed, restarts=args.restarts,
         progress=not args.no_progress, device=default_device(args.device), allow_incomplete=args.allow_incomplete,
-        amp=args.amp, num_workers=args.num_workers,
+        amp=args.amp, num_workers=args.num_workers, fgmt_decay=args.fgmt_decay, fgmt_refresh=args.fgmt_refresh,
     )  # fmt: skip
 
 
