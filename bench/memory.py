@@ -112,13 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=4, help="minibatches of 64 per gradient")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "memory.md"))
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rows", default=None, help="render these rows (one JSON object a line, as --child prints them)")
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(_child(args.child[0], int(args.child[1]), args.batches)))
         return 0
     load_start = [round(v, 2) for v in os.getloadavg()]
     rows = []
-    for store in ("RAM", "files"):
+    if args.rows:  # rows measured by separate --child runs
+        rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.strip()]
+    for store in ("RAM", "files") if not args.rows else ():
         for steps in [int(s) for s in args.steps.split(",")]:
             cmd = [sys.executable, __file__, "--child", store, str(steps), "--batches", str(args.batches)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
