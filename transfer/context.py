@@ -23,6 +23,7 @@ from transfer import distributed as dist
 from transfer.gradients import SyncedGradients
 from transfer.matching import Matcher
 from transfer.options import TransferOptions
+from transfer.pairs import PairSource
 from transfer.store import MemoryStore
 from transfer.trajectory import LinearTrajectory, Trajectory
 
@@ -127,10 +128,11 @@ class TransferContext:
         """Gradient number t of the target, taken at theta_2^{t-1} under ``perm``, same minibatches."""
         return self.gradients.gradient(self.theta2(perm, t - 1), k=t)
 
-    def new_matcher(self) -> Matcher:
-        """A matcher for this step's pairs: on rank 0; elsewhere (torch.distributed) a stand-in that
-        keeps nothing, since rank 0 solves and broadcasts the permutation."""
-        return Matcher(self.spec) if dist.is_main() else _NoMatcher(self.spec)
+    def new_matcher(self, pairs: PairSource | None = None) -> Matcher:
+        """A matcher for this step's pairs (``pairs``: where it keeps coupled ones; RAM by default):
+        on rank 0; elsewhere (torch.distributed) a stand-in that keeps nothing, since rank 0 solves
+        and broadcasts the permutation."""
+        return Matcher(self.spec, pairs=pairs) if dist.is_main() else _NoMatcher(self.spec)
 
     def solve(self, matcher: Matcher, init: list, seed: int) -> Permutation:
         """``matcher.solve`` with the run's restarts (rank 0), broadcast to every rank; its LAP count

@@ -2,8 +2,9 @@
 stay cached. ``pi_t`` solves the t pairs so far.
 
 The matcher sums each pair into its cost matrices as it arrives, so only the pairs' tensors that
-couple several groups are kept. Each new pair is also written to the run's store, which is how an
-interrupted run rebuilds the matcher (:meth:`FGMT.resume`).
+couple several groups are kept, and those in files (:class:`~transfer.pairs.DiskPairs`), streamed
+back one pair at a time: FGMT's memory does not grow with T. Each new pair is also written to the
+run's store, which is how an interrupted run rebuilds the matcher (:meth:`FGMT.resume`).
 
 Two options trade FGMT's cache against GMT's recomputation (``TransferOptions``):
 
@@ -20,8 +21,10 @@ from __future__ import annotations
 from collections import deque
 
 from permgraph.apply import Permutation
+from transfer import distributed as dist
 from transfer.context import State, TransferContext
 from transfer.methods.base import TransferMethod, register
+from transfer.pairs import DiskPairs
 
 __all__ = ["FGMT"]
 
@@ -37,7 +40,7 @@ class FGMT(TransferMethod):
 
     def __init__(self, ctx: TransferContext) -> None:
         super().__init__(ctx)
-        self.matcher = ctx.new_matcher()
+        self.matcher = ctx.new_matcher(pairs=DiskPairs() if dist.is_main() else None)
         self._touched = set(ctx.spec.members_by_param())
         self._recent: deque[tuple[int, State, State]] = deque(maxlen=max(ctx.options.fgmt_refresh, 1))
 
