@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import MODEL, RECIPE, transfer_args, tree_hash
+from reliability_kit import MODEL, RECIPE, transfer_args, tree_hash
 
 from zoo.cli.transfer import main as transfer
 from zoo.cli.zoo import main as zoo

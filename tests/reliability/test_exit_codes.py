@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MODEL, record_run, transfer_args
+from reliability_kit import MODEL, record_run, transfer_args
 
 from zoo.cli.permgraph import main as permgraph
 from zoo.cli.transfer import main as transfer

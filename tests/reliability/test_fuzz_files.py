@@ -9,9 +9,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from conftest import MODEL, RECIPE, record_run, transfer_args, tree_hash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability_kit import MODEL, RECIPE, record_run, transfer_args, tree_hash
 
 from zoo.cli.transfer import main as transfer
 from zoo.cli.zoo import main as zoo

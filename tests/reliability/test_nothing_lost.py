@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import MODEL, transfer_args, tree_hash
+from reliability_kit import MODEL, transfer_args, tree_hash
 
 from zoo.cli.permgraph import main as permgraph
 from zoo.cli.transfer import main as transfer

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import MODEL, record_run, transfer_args
+from reliability_kit import MODEL, record_run, transfer_args
 
 from zoo.cli.transfer import main as transfer
 

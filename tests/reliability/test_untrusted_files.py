@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODEL, transfer_args
+from reliability_kit import MODEL, transfer_args
 
 from zoo.cli.permgraph import main as permgraph
 from zoo.cli.transfer import main as transfer
