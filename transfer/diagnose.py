@@ -13,7 +13,9 @@ Two measurements, both cheap (a few gradients and norms):
   source's change works even unpermuted (Naive), and a permutation has less to add; where it is large,
   the transferred point is dominated by the target's init and a few transfer steps move it little.
 
-The verdict combines them: GMT / FGMT are *likely to help* (beyond Naive) when the held-out permuted
+The source's own gain in validation accuracy (from its manifest) is reported beside them: a
+transfer carries at most what the source's trajectory gained, and the verdict does not weigh it
+(``docs/results/diagnose.md`` shows where that misses). The verdict combines the two measurements: GMT / FGMT are *likely to help* (beyond Naive) when the held-out permuted
 cosine beats the unpermuted one by at least ``MIN_GAIN`` and ``MIN_FACTOR`` times and the init/change
 ratio is at least ``NAIVE_RATIO``; otherwise *unlikely*, with the reasons. The thresholds were set
 from the Fig. 5a gap page's rows (where the ratio's role was found) before the verdict was checked
@@ -60,6 +62,7 @@ class Diagnosis:
     ratio_total: float  # all parameters at once
     verdict: str  # "likely" | "unlikely"
     reasons: list[str]
+    source_gain: float | None = None  # the source's own validation accuracy, last checkpoint minus first
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +74,9 @@ class Diagnosis:
             f"|theta_2^0| / |Delta_1|: all parameters {self.ratio_total:.2f}, median over tensors {self.ratio_median:.2f}",
             f"verdict: transfer is {self.verdict} to help",
         ]
+        if self.source_gain is not None:
+            lines.insert(2, f"the source's own trajectory gains {100 * self.source_gain:+.1f} points of validation "
+                            "accuracy (a transfer cannot carry more)")  # fmt: skip
         return "\n".join(lines + [f"  - {r}" for r in self.reasons])
 
 
@@ -142,7 +148,9 @@ def diagnose(
     ratio_total = total / change if change > 0 else math.inf
     verdict, reasons = _verdict(cos_id, cos_perm, ratio_total)
     median = float(torch.tensor(list(ratios.values())).median()) if ratios else math.inf
-    return Diagnosis(cos_id, cos_perm, cos_in, ratios, median, ratio_total, verdict, reasons)
+    accs = [a for a in src.metrics("val_acc") if isinstance(a, (int, float))]
+    gain = accs[-1] - accs[0] if len(accs) >= 2 else None
+    return Diagnosis(cos_id, cos_perm, cos_in, ratios, median, ratio_total, verdict, reasons, gain)
 
 
 def plot_diagnosis(diagnosis: Diagnosis, path: str | os.PathLike, title: str = "") -> None:
