@@ -15,9 +15,11 @@ Two measurements, both cheap (a few gradients and norms):
 
 The source's own gain in validation accuracy (from its manifest) is reported beside them: a
 transfer carries at most what the source's trajectory gained, and the verdict does not weigh it
-(``docs/results/diagnose.md`` shows where that misses). The verdict combines the two measurements: GMT / FGMT are *likely to help* (beyond Naive) when the held-out permuted
-cosine beats the unpermuted one by at least ``MIN_GAIN`` and ``MIN_FACTOR`` times and the init/change
-ratio is at least ``NAIVE_RATIO``; otherwise *unlikely*, with the reasons. The thresholds were set
+(``docs/results/diagnose.md`` shows where that misses).
+
+The verdict combines the two measurements: GMT / FGMT are *likely to help* (beyond Naive) when the
+held-out permuted cosine beats the unpermuted one by at least ``MIN_GAIN`` and ``MIN_FACTOR`` times
+and the init/change ratio is at least ``NAIVE_RATIO``; otherwise *unlikely*, with the reasons. The thresholds were set
 from the Fig. 5a gap page's rows (where the ratio's role was found) before the verdict was checked
 against the other experiments (``docs/results/diagnose.md``).
 """
