@@ -53,7 +53,7 @@ class _PeakRss:
         return max(self.peak, self.now())
 
 
-def _child(store: str, steps: int, batches: int) -> dict:
+def _child(store: str, steps: int, batches: int, model_id: str = MODEL) -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
     import torch.nn.functional as F
@@ -66,9 +66,9 @@ def _child(store: str, steps: int, batches: int) -> dict:
 
     x, y = load("mnist").train
     torch.manual_seed(1)
-    source = build(MODEL)
+    source = build(model_id)
     torch.manual_seed(2)
-    target = build(MODEL)
+    target = build(model_id)
     spec = permgraph.infer(source, (x[:2],))
     gen = torch.Generator().manual_seed(0)
 
@@ -110,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", default="5,40")
     p.add_argument("--batches", type=int, default=4, help="minibatches of 64 per gradient")
+    p.add_argument("--model", default=MODEL, help=f"model id (default {MODEL})")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "memory.md"))
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--rows", default=None, help="render these rows (one JSON object a line, as --child prints them)")
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(args.child[0], int(args.child[1]), args.batches)))
+        print(json.dumps({**_child(args.child[0], int(args.child[1]), args.batches, args.model), "model": args.model}))
         return 0
     load_start = [round(v, 2) for v in os.getloadavg()]
     rows = []
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.strip()]
     for store in ("RAM", "files") if not args.rows else ():
         for steps in [int(s) for s in args.steps.split(",")]:
-            cmd = [sys.executable, __file__, "--child", store, str(steps), "--batches", str(args.batches)]
+            cmd = [sys.executable, __file__, "--child", store, str(steps), "--batches", str(args.batches),
+                   "--model", args.model]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Made by `{command.strip()}` on {time.strftime('%Y-%m-%d %H:%M')} "
         f"(2 shared CPU cores; load average {load_start} at the start, {load_end} at the end).",
         "",
-        f"Model `{MODEL}`, real MNIST minibatches ({args.batches} x 64 per gradient), two random inits; per step: "
+        f"Model `{args.model}`, real MNIST minibatches ({args.batches} x 64 per gradient), two random inits; per step: "
         "`matcher.add(target_grad, source_grad)` then `solve(init=[prev, \"sorted\"])`, as FGMT does. One subprocess "
         "per row; peak RSS is `ru_maxrss` (set by loading MNIST), \"above setup\" is the peak of the resident set, "
         "sampled every 5 ms, above its size after imports, data, models and the first gradients. \"held\" is "
