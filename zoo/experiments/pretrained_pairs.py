@@ -139,11 +139,13 @@ class PretrainedPairs(Experiment):
         a.set_xlabel("transfer step t")
         a.set_ylabel("validation accuracy (%), mean over pairs")
         a.set_title("transferred parameters (before any training)", fontsize=9)
-        for arm, fmt in (("scratch", "k--"), ("from_fgmt", "s-"), ("from_naive", "^--")):
+        for arm in ("scratch", "from_fgmt", "from_naive"):
             curves = [p["finetune"][arm] for p in pairs if arm in p["finetune"]]
             if curves:
                 mean = [100 * statistics.fmean(c) for c in zip(*curves)]
-                b.plot(range(len(mean)), mean, fmt, ms=3, label=_arm_label(arm))
+                style = {"fmt": "k--"} if arm == "scratch" else plot_style(arm.removeprefix("from_"))
+                style.pop("label", None)
+                b.plot(range(len(mean)), mean, style.pop("fmt"), ms=3, label=_arm_label(arm), **style)
         b.set_xlabel("epoch of fine-tuning")
         b.set_ylabel("validation accuracy (%), mean over pairs")
         b.set_title("subsequent training", fontsize=9)
