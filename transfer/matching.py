@@ -32,7 +32,10 @@ Why it is fast (the official code spends 72-83 % of its time in LSA, half of it 
   solve (new pairs, or the permutation of a group sharing a coupled tensor with it). With
   one group that is a single LSA per ``solve()``.
 * Large LAPs (n >= 1024) go to an epsilon-scaling auction (``transfer.lap``) that solves mlp2's
-  low-rank 4096 x 4096 gradient matrices to the same optimum 3x faster than scipy.
+  low-rank 4096 x 4096 gradient matrices to the same optimum 3x faster than scipy. With
+  ``Matcher.warm`` set (the transfer engine sets it), each LAP of a group starts from the group's
+  previous one: its assignment and the auction's prices (consecutive FGMT / GMT costs share most of
+  their optimum; ``docs/results/transfer_cost.md``).
 
 ``init="sorted"`` starts every group from an LSA on rows sorted within themselves: a
 row's multiset of values does not depend on the other groups' permutations, so this start
@@ -54,7 +57,7 @@ import torch
 
 from permgraph.apply import Permutation, apply, group_rows, member_positions
 from permgraph.spec import Group, Member, PermSpec
-from transfer.lap import solve_lap
+from transfer.lap import LapWarm, solve_lap
 from transfer.pairs import MemoryPairs, PairSource
 
 __all__ = ["Matcher", "SolveStats", "DEFAULT_INIT", "weight_matching", "permuted_distance"]
@@ -139,6 +142,10 @@ class Matcher:
         self.version = 0
         self.num_pairs = 0
         self.stats = SolveStats()
+        # per group, what its last LAP left for the next (transfer.lap.LapWarm): None = every LAP from
+        # scratch. A dict makes each LAP of a group start from the one before it (the auction from its
+        # prices): the transfer engine shares one per run across the matchers of its steps.
+        self.warm: dict[str, LapWarm] | None = None
 
     # ---- accumulation ----------------------------------------------------------------
     def add(
@@ -418,7 +425,7 @@ class Matcher:
                 t0 = time.perf_counter()
                 a = self._cost(name, perm)
                 self.stats.cost_seconds += time.perf_counter() - t0
-                new = self._lsa(a)
+                new = self._lsa(a, self.warm.setdefault(name, LapWarm()) if self.warm is not None else None)
                 old_val, new_val = _score(a, perm[name]), _score(a, new)
                 if new_val - old_val > tol * max(abs(old_val), abs(new_val), 1e-300):
                     perm[name] = new
@@ -428,14 +435,14 @@ class Matcher:
                 break
         return perm
 
-    def _lsa(self, a: torch.Tensor) -> torch.Tensor:
-        if a.dim() == 3:  # a per-block group: one assignment per block
+    def _lsa(self, a: torch.Tensor, warm: LapWarm | None = None) -> torch.Tensor:
+        if a.dim() == 3:  # a per-block group: one assignment per block (no warm start)
             return torch.stack([self._lsa(block) for block in a])
         t0 = time.perf_counter()
         m = a.detach().cpu().double().numpy()
         if not np.isfinite(m).all():
             raise FloatingPointError("cost matrix has NaN/inf entries: a pair holds non-finite values")
-        cols = solve_lap(m)
+        cols = solve_lap(m, warm=warm)
         self.stats.lsa_calls += 1
         self.stats.lsa_seconds += time.perf_counter() - t0
         return torch.from_numpy(cols)
