@@ -30,9 +30,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
@@ -42,20 +44,24 @@ from tqdm.auto import tqdm
 import permgraph
 from permgraph.spec import PermSpec
 from transfer import distributed as dist
+from transfer.cache import load_spec, save_spec, spec_cache_file, spec_key
 from transfer.context import SourcePoints, TransferContext, transferred_state
 from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
 from transfer.files import MARKER, FolderError, atomic_write_bytes, output_folder, refuse_inputs_inside
 from transfer.gradients import SyncedGradients
+from transfer.lap import LapWarm
+from transfer.matching import Matcher
 from transfer.methods import TransferMethod, get_method
 from transfer.options import TransferOptions
+from transfer.pairs import PairSource
 from transfer.results import TransferError, load_results, merge_result
-from transfer.store import MemoryStore, RunStore
+from transfer.store import MemoryStore, RunStore, StoreError
 from transfer.trajectory import Trajectory, TrajectoryError, TrajectoryWriter, schedule_lambdas
 
 __all__ = [
     "TransferEngine", "TransferError", "run_transfer", "transferred_state", "state_sha", "trajectory_sha",
-    "owned_by_transfer", "open_trajectory", "transfer_output", "load_permutations",
+    "owned_by_transfer", "open_trajectory", "transfer_output", "load_permutations", "PHASES", "process_age",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,25 @@ State = dict[str, torch.Tensor]
 TargetInit = Mapping[str, torch.Tensor] | Trajectory | str | os.PathLike
 Callback = Callable[[int, dict], None]
 PERMUTATIONS = "permutations.safetensors"  # beside a transferred trajectory's checkpoints: pi_t of every step
+SPEC_FILE = "spec.json"  # OUT/.state/spec.json: the inferred spec, so a rerun or another method does not trace again
+# Where a transfer's wall time goes (results.json "phases", seconds). Before the steps: the command's start-up
+# (interpreter, imports, building the model) and data loading (reported by the caller, transfer run), reading
+# and checking the inputs, the spec. In the steps: gradients, accumulating pairs into cost matrices (and the
+# method's own work), assignment solves, evaluation (transferred state, BatchNorm statistics, validation
+# pass), resume files. After: the transferred trajectory. "other" is what falls between them.
+PHASES = ("startup", "data", "inputs", "spec", "gradients", "accumulate", "solves", "evaluation", "state", "writing")
+LOOP_PHASES = ("gradients", "accumulate", "solves", "evaluation", "state")
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), or None where that cannot be read: the
+    start-up phase of a command, interpreter and imports included."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks since boot
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def state_sha(state: Mapping[str, torch.Tensor]) -> str:
@@ -132,12 +157,43 @@ class TransferEngine:
         self.loss_fn = loss_fn
         self._spec = spec
         self.param_keys = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+        self._pending: dict[str, float] = {}  # phases before the next run (start-up, data, spec): its entry reports them
+        self._spec_key: str | None = None  # the cache key of a found or inferred spec (None: given, or not cacheable)
+
+    def note_phase(self, name: str, seconds: float) -> None:
+        """Report a phase the caller spent before the engine's work (``"startup"``, ``"data"``): the
+        next :meth:`run`'s ``results.json`` entry lists it, so that entry's phases add up to its
+        share of the command's wall time (a second method run by the same engine shares them)."""
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; one of {', '.join(PHASES)}")
+        self._pending[name] = self._pending.get(name, 0.0) + float(seconds)
 
     @property
     def spec(self) -> PermSpec:
+        """The spec (given, cached, or inferred once: :meth:`_find_spec`)."""
         if self._spec is None:
-            self._spec = permgraph.infer(self.model, self.data.example_inputs())
+            self._spec = self._find_spec(None)
         return self._spec
+
+    def _find_spec(self, out: Path | None) -> PermSpec:
+        """The cached spec of this model (``OUT/.state/spec.json``, then the user cache of
+        :mod:`transfer.cache`), else ``permgraph.infer`` on two training inputs; kept in both places.
+        A cached spec is used only under the key of this model, these inputs and this permgraph, and
+        after checking it against the model's tensors; anything else is ignored and inferred again.
+        Under torch.distributed only rank 0 reads and writes the output folder's copy."""
+        t0 = time.perf_counter()
+        inputs = self.data.example_inputs()
+        key = self._spec_key = spec_key(self.model, inputs)
+        local = out / ".state" / SPEC_FILE if out is not None and dist.is_main() else None
+        user = spec_cache_file(key) if key is not None else None
+        places = [p for p in (local, user) if p is not None]
+        found = next(((p, s) for p in places if (s := load_spec(p, key, self.model)) is not None), None)
+        spec = found[1] if found else permgraph.infer(self.model, inputs)
+        # an output folder's copy may come from elsewhere: it serves that folder, never the user cache
+        for place in places[: places.index(found[0]) if found else len(places)]:
+            save_spec(place, key, spec)
+        self._pending["spec"] = self._pending.get("spec", 0.0) + time.perf_counter() - t0
+        return spec
 
     def run(
         self,
@@ -153,41 +209,63 @@ class TransferEngine:
         is the init) with ``method``; returns the method's entry of ``results.json``. ``target``:
         the real target run (Oracle). ``out``: where the transferred trajectory, ``results.json`` and
         the resume state go (None: nothing is written). ``callback(t, record)`` runs after each step."""
+        started = time.perf_counter()
         cls = _method_class(method)
         src = self._source(source)
         theta2_0, init_desc = self._target_init(target_init)
         tgt = self._target_run(cls, target, theta2_0)
         setting = self._setting(cls.name, src, init_desc, theta2_0, tgt)
         if out is None:
-            return self._run(cls, setting, (src, theta2_0, tgt), None, callback)
+            return self._run(cls, setting, (src, theta2_0, tgt), None, (callback, started))
         out_path = Path(out)
         inputs = {"source trajectory": src.path, "target run": tgt.path if tgt else None,
                   "target init": _path_of(target_init)}  # fmt: skip
         with contextlib.ExitStack() as held:
 
             def claim() -> None:
-                check_output_folder(out_path, cls.name, inputs)
+                check_output_folder(out_path, cls.name, inputs, replaced=self.options.write_trajectory)
                 command = f"transfer run --method {cls.name}"
                 held.enter_context(output_folder(out_path, "transfer", owned_by_transfer, command))
                 _check_results_setting(out_path, setting)
 
             _agree(claim if dist.is_main() else None)
-            return self._run(cls, setting, (src, theta2_0, tgt), out_path, callback)
+            return self._run(cls, setting, (src, theta2_0, tgt), out_path, (callback, started))
 
-    def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, out: Path | None, callback) -> dict:
+    def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, out: Path | None, call: tuple) -> dict:
         src, theta2_0, tgt = inputs
-        store = RunStore(out / ".state" / cls.name) if out is not None and dist.is_main() else MemoryStore()
-        ctx = TransferContext(
-            spec=self.spec,
+        callback, started = call
+        t_spec = time.perf_counter()
+        spec = self._spec_for_run(out)
+        spec_seconds = time.perf_counter() - t_spec
+        store = _TimedStore(out / ".state" / cls.name) if out is not None and dist.is_main() else MemoryStore()
+        ctx = _RunContext(
+            spec=spec,
             options=self.options,
-            gradients=SyncedGradients(self.model, self.data, self.options, loss_fn=self.loss_fn),
+            gradients=_TimedGradients(self.model, self.data, self.options, loss_fn=self.loss_fn),
             source=SourcePoints(src, self.param_keys, self.options),
             theta2_0=theta2_0,
             store=store,
             target=tgt,
         )
-        record = _Loop(cls(ctx), setting, out).run(callback)
-        return _Outputs(ctx, setting, record, out).write()
+        loop = _Loop(cls(ctx), setting, out)
+        record = loop.run(callback)
+        before, self._pending = self._pending, {}
+        before["inputs"] = max(0.0, loop.ready_at - started - spec_seconds)
+        # wall time of this method's share of the command: what the caller reported, a spec inferred
+        # before this run, and the run itself
+        outside = before.get("startup", 0.0) + before.get("data", 0.0) + max(0.0, before.get("spec", 0.0) - spec_seconds)
+        return _Outputs(ctx, setting, record, out).write(before, started - outside)
+
+    def _spec_for_run(self, out: Path | None) -> PermSpec:
+        """The spec, found or inferred once per engine; a found or inferred one (never one the caller
+        gave) is also kept in ``OUT/.state/spec.json`` of every output folder it serves."""
+        if self._spec is None:
+            self._spec = self._find_spec(out)
+        elif self._spec_key is not None and out is not None and dist.is_main():
+            local = out / ".state" / SPEC_FILE
+            if not local.exists():
+                save_spec(local, self._spec_key, self._spec)
+        return self._spec
 
     # ---- inputs ---------------------------------------------------------------------
     def _source(self, source: Trajectory | str | os.PathLike) -> Trajectory:
@@ -316,13 +394,14 @@ def owned_by_transfer(name: str) -> bool:
     )
 
 
-def check_output_folder(out: Path, method: str, inputs: Mapping[str, Path | None]) -> None:
-    """Before any work: ``out/<method>`` (replaced at the end) holds only a transferred trajectory,
-    and neither it nor ``out`` is one of the inputs."""
+def check_output_folder(out: Path, method: str, inputs: Mapping[str, Path | None], *, replaced: bool = True) -> None:
+    """Before any work: ``out/<method>`` (replaced at the end, unless ``replaced`` is False: the
+    trajectory is not written) holds only a transferred trajectory, and neither it nor ``out`` is
+    one of the inputs."""
     folder = out / method
     refuse_inputs_inside(folder, dict(inputs))
     refuse_inputs_inside(out, dict(inputs))
-    if folder.exists():
+    if replaced and folder.exists():
         foreign = sorted(p.name for p in folder.iterdir() if not _trajectory_file(p.name))
         if foreign or not (folder / "manifest.json").exists():
             shown = ", ".join(foreign[:5]) or "no manifest.json"
@@ -368,6 +447,7 @@ class _Loop:
 
     def __init__(self, method: TransferMethod, setting: dict, out: Path | None) -> None:
         self.method, self.ctx, self.setting, self.out = method, method.ctx, setting, out
+        self.ready_at = time.perf_counter()  # when the first step starts (inputs and resume state read)
 
     def run(self, callback: Callback | None) -> dict:
         store = self.ctx.store
@@ -377,6 +457,7 @@ class _Loop:
             record = _new_record(self.setting)
         else:
             log.info("resuming %s after step %d", self.setting["method"], record["done"])
+        record["phases"] = _loop_phases(record.get("phases"))
         try:
             self._steps(record, callback)
         except (ValueError, FloatingPointError, TrajectoryError):
@@ -384,7 +465,7 @@ class _Loop:
             if fresh:
                 store.discard()
                 if self.out is not None:
-                    _remove_empty(self.out / ".state")
+                    _remove_state_if_alone(self.out / ".state")
             raise
         return record
 
@@ -394,20 +475,30 @@ class _Loop:
         perms = dist.broadcast_object(perms)
         if not dist.is_main():
             ctx.store.prime(perms)
+        if done >= 0 and hasattr(ctx.store, "load_warm"):
+            ctx.lap_warm.update(ctx.store.load_warm(done))
         self.method.resume(done)
         show = ctx.options.progress and dist.is_main()
         bar = tqdm(total=T + 1, initial=done + 1, desc=self.setting["method"], disable=not show, leave=False)
+        self.ready_at = time.perf_counter()
         for t in range(done + 1, T + 1):
-            t0, solve0 = time.perf_counter(), ctx.solve_seconds
+            c0, t0, solve0 = _counters(ctx), time.perf_counter(), ctx.solve_seconds
             perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
             ctx.store.save_perm(t, perm)
+            if hasattr(ctx.store, "save_warm"):
+                ctx.store.save_warm(t, ctx.lap_warm)
             perms[t] = perm
-            record["seconds"] += time.perf_counter() - t0
-            t1 = time.perf_counter()
+            step = time.perf_counter() - t0
+            record["seconds"] += step
+            c1, t1 = _counters(ctx), time.perf_counter()
             loss, acc = self._evaluate(t, ctx.theta2(perm, t))
-            record["eval_seconds"] += time.perf_counter() - t1
+            evaluation = time.perf_counter() - t1
+            record["eval_seconds"] += evaluation
+            _add_phases(record["phases"], (step, evaluation), (c0, c1, _counters(ctx)))
             _commit_step(record, t, T, loss, acc, ctx)
+            c3 = _counters(ctx)
             ctx.store.commit(record)
+            record["phases"]["state"] += _counters(ctx)[2] - c3[2]  # the commit's own time: in the next commit
             bar.update(1)
             bar.set_postfix(val_acc=f"{acc:.4f}", solve=f"{ctx.solve_seconds - solve0:.1f}s")
             if callback is not None:
@@ -422,6 +513,34 @@ class _Loop:
             theta = sg.reestimate_bn(theta)
             self.ctx.store.save_bn(t, {k: theta[k] for k in _bn_keys(self.ctx)})
         return sg.evaluate(theta, reestimate=False)
+
+
+def _counters(ctx: TransferContext) -> tuple[float, float, float]:
+    """Seconds so far in gradients, in solves and in writing resume files."""
+    return getattr(ctx.gradients, "seconds", 0.0), ctx.solve_seconds, getattr(ctx.store, "seconds", 0.0)
+
+
+def _add_phases(phases: dict, seconds: tuple[float, float], counters: tuple) -> None:
+    """One step's time by phase: the method's step (gradients, solves, its resume files, and the
+    rest: accumulating costs) and the evaluation (less the BatchNorm statistics it saves)."""
+    step, evaluation = seconds
+    (g0, s0, w0), (g1, s1, w1), (_, _, w2) = counters
+    phases["gradients"] += g1 - g0
+    phases["solves"] += s1 - s0
+    phases["state"] += (w1 - w0) + (w2 - w1)
+    phases["accumulate"] += max(0.0, step - (g1 - g0) - (s1 - s0) - (w1 - w0))
+    phases["evaluation"] += max(0.0, evaluation - (w2 - w1))
+
+
+def _loop_phases(saved: Any) -> dict[str, float]:
+    """The step phases a resumed record carries (missing or unreadable ones start at 0: timings
+    are reported, never relied on)."""
+    saved = saved if isinstance(saved, dict) else {}
+    return {k: float(v) if _is_seconds(v := saved.get(k)) else 0.0 for k in LOOP_PHASES}
+
+
+def _is_seconds(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and 0 <= x < float("inf")
 
 
 def _new_record(setting: Mapping[str, Any]) -> dict:
@@ -454,11 +573,89 @@ def _bn_keys(ctx: TransferContext) -> list[str]:
     return [k for k in ctx.theta2_0 if k.rsplit(".", 1)[0] in prefixes and k not in ctx.param_keys]
 
 
-def _remove_empty(path: Path) -> None:
+def _remove_state_if_alone(path: Path) -> None:
+    """Remove ``OUT/.state`` when it holds nothing but the cached spec (a fresh run that failed
+    leaves no trace; the spec is only a cache)."""
     try:
-        path.rmdir()
+        if {p.name for p in path.iterdir()} <= {SPEC_FILE}:
+            (path / SPEC_FILE).unlink(missing_ok=True)
+            path.rmdir()
     except OSError:
         pass
+
+
+@dataclass
+class _RunContext(TransferContext):
+    """The context of one run: its matchers share ``lap_warm``, so each step's solve of a group starts
+    from the previous step's (the auction from its prices: :class:`transfer.lap.LapWarm`). It is
+    saved with every step and read back on resume, so a resumed run takes the uninterrupted run's
+    path."""
+
+    lap_warm: dict[str, LapWarm] = field(default_factory=dict)
+
+    def new_matcher(self, pairs: PairSource | None = None) -> Matcher:
+        matcher = super().new_matcher(pairs=pairs)
+        if isinstance(matcher, Matcher):
+            matcher.warm = self.lap_warm
+        return matcher
+
+
+class _TimedGradients(SyncedGradients):
+    """:class:`SyncedGradients` that add up the seconds spent taking gradients (the "gradients" phase)."""
+
+    seconds = 0.0
+
+    def gradient(self, state: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        try:
+            return super().gradient(state, k)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+class _TimedStore(RunStore):
+    """A :class:`RunStore` that adds up the seconds spent writing resume files (the "state" phase)."""
+
+    seconds = 0.0
+
+    def _save(self, kind: str, t: int, tensors: Mapping[str, torch.Tensor]) -> None:
+        t0 = time.perf_counter()
+        try:
+            super()._save(kind, t, tensors)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def commit(self, record: Mapping[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            super().commit(record)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def save_warm(self, t: int, warm: Mapping[str, LapWarm]) -> None:
+        """The warm starts after step t (the groups the auction solved: assignment and prices)."""
+        tensors = {}
+        for name, w in warm.items():
+            if w.cols is not None and w.prices is not None:
+                tensors[f"{name}/cols"] = torch.from_numpy(np.asarray(w.cols, dtype=np.int64))
+                tensors[f"{name}/prices"] = torch.from_numpy(np.asarray(w.prices, dtype=np.float64))
+        if tensors:
+            self._save("warm", t, tensors)
+
+    def load_warm(self, t: int) -> dict[str, LapWarm]:
+        """The warm starts saved after step t; none when missing or unreadable (they are only a
+        start: a solve from another start still reaches an optimum)."""
+        try:
+            flat = self._load("warm", t) or {}
+        except StoreError:
+            return {}
+        warm: dict[str, LapWarm] = {}
+        for key, v in flat.items():
+            name, _, part = key.rpartition("/")
+            if part in ("cols", "prices") and v.dim() == 1:
+                w = warm.setdefault(name, LapWarm())
+                setattr(w, part, v.numpy().astype(np.int64 if part == "cols" else np.float64))
+        return {name: w for name, w in warm.items() if w.cols is not None and w.prices is not None}
 
 
 class _Outputs:
@@ -489,11 +686,25 @@ class _Outputs:
         result["world_size"] = dist.world_size()
         return result
 
-    def write(self) -> dict:
+    def write(self, before: Mapping[str, float] | None = None, started: float | None = None) -> dict:
+        """Write the trajectory (unless ``options.write_trajectory`` is False) and the entry, whose
+        ``phases`` are ``before`` (what preceded the steps), the steps' own and the writing, and whose
+        ``wall_seconds`` runs from ``started`` (perf_counter) to now."""
+        t0 = time.perf_counter()
+        written = self.out is not None and dist.is_main() and self.ctx.options.write_trajectory
+        if written:
+            self._write_trajectory()
         result = self.result()
+        phases = {**dict.fromkeys(PHASES, 0.0), **dict(before or {}), **self.record["phases"]}
+        phases["writing"] = time.perf_counter() - t0
+        result["phases"] = {k: round(phases[k], 3) for k in PHASES}
+        if started is not None:
+            wall = time.perf_counter() - started
+            result["phases"]["other"] = round(max(0.0, wall - sum(phases[k] for k in PHASES)), 3)
+            result["wall_seconds"] = round(wall, 3)
+        result["trajectory"] = written
         if self.out is None or not dist.is_main():
             return result
-        self._write_trajectory()
         merge_result(self.out, shared_setting(self.setting), self.setting["method"], result)
         return result
 

@@ -64,7 +64,7 @@ def check_finite(name: str, value: Any, minimum: float | None = None, strict: bo
 
 @dataclass(frozen=True)
 class TransferOptions:
-    """How a trajectory is transferred. Every field but the last three decides the numbers, so a
+    """How a trajectory is transferred. Every field but those in ``RUNTIME`` decides the numbers, so a
     resumed or merged run must match them (:meth:`setting`).
 
     ``grad_batches`` minibatches of ``batch_size`` make one gradient (the paper's MNIST code uses 1;
@@ -78,6 +78,9 @@ class TransferOptions:
     at step t, and ``fgmt_refresh`` = R recomputes the target gradients of the last R pairs under the
     latest permutation (a middle way to GMT, which recomputes all). ``allow_incomplete`` transfers
     from a source whose training has not finished (refused by default: its numbers would go stale).
+    ``write_trajectory=False`` skips writing the transferred trajectory ``OUT/<method>/`` (six full
+    checkpoints at T = 5, most of a small run's writing time); ``results.json`` and the resume state
+    are written either way.
     """
 
     T: int = 5
@@ -96,8 +99,9 @@ class TransferOptions:
     device: str = "cpu"
     num_workers: int = 0
     allow_incomplete: bool = False
+    write_trajectory: bool = True
 
-    RUNTIME = ("eval_batch_size", "progress", "device", "num_workers", "allow_incomplete")
+    RUNTIME = ("eval_batch_size", "progress", "device", "num_workers", "allow_incomplete", "write_trajectory")
     # options added after results were first written: recorded only when set, so older results stay comparable
     RECORDED_WHEN_SET = {"fgmt_decay": 1.0, "fgmt_refresh": 0}
 
@@ -113,6 +117,8 @@ class TransferOptions:
         check_positive_int("num_workers", self.num_workers, minimum=0)
         check_positive_int("fgmt_refresh", self.fgmt_refresh, minimum=0)
         check_finite("fgmt_decay", self.fgmt_decay, minimum=0.0, strict=True)
+        if not isinstance(self.write_trajectory, bool):
+            raise OptionsError(f"write_trajectory must be True or False, got {self.write_trajectory!r}")
         if self.fgmt_decay > 1:
             raise OptionsError(f"fgmt_decay must be in (0, 1], got {self.fgmt_decay!r}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -91,6 +92,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--amp", action="store_true", help="gradients under bf16 autocast")
     r.add_argument("--allow-incomplete", action="store_true", help="transfer from a source whose training has not finished")
     r.add_argument("--out", default=None, help="output folder (default runs/transfer/SOURCE_to_INIT)")
+    r.add_argument("--no-trajectory", action="store_true",
+                   help="write only results.json (and the resume state), not the transferred trajectory OUT/METHOD/ "
+                   "that `transfer finetune` starts from")  # fmt: skip
     r.add_argument("--no-progress", action="store_true")
 
 
@@ -135,6 +139,7 @@ def _options(args: argparse.Namespace):
         batch_size=args.batch_size, bn_batches=args.bn_batches, seed=args.seed, restarts=args.restarts,
         progress=not args.no_progress, device=default_device(args.device), allow_incomplete=args.allow_incomplete,
         amp=args.amp, num_workers=args.num_workers, fgmt_decay=args.fgmt_decay, fgmt_refresh=args.fgmt_refresh,
+        write_trajectory=not args.no_trajectory,
     )  # fmt: skip
 
 
@@ -155,7 +160,7 @@ def _data_for(args: argparse.Namespace, recorded: str):
 
 def _run(args: argparse.Namespace) -> int:
     from transfer import distributed as dist
-    from transfer.engine import TransferEngine, open_trajectory, transfer_output
+    from transfer.engine import TransferEngine, open_trajectory, process_age, transfer_output
 
     options = _options(args)
     dist.init_from_env(options.device)
@@ -169,7 +174,11 @@ def _run(args: argparse.Namespace) -> int:
     if out is None:
         init = f"seed{args.target_init}" if isinstance(args.target_init, int) else Path(args.target_init).name
         out = str(Path("runs") / "transfer" / f"{Path(args.source).name}_to_{init}")
+    startup, t0 = process_age(), time.perf_counter()  # start-up: interpreter, imports, model: results.json "phases"
     engine = TransferEngine(model, _data_for(args, src.data), options)
+    engine.note_phase("data", time.perf_counter() - t0)
+    if startup is not None:
+        engine.note_phase("startup", startup)
     with transfer_output(out):  # one writer for every method of the command
         rows = [(m, engine.run(m, src, target_init, target=args.target, out=out)) for m in args.method]
     if dist.is_main():
