@@ -1,0 +1,110 @@
+"""The layout holds: imports run one way, functions stay short, public signatures stay small.
+
+Layers, lowest first: ``permgraph`` (symmetries; knows nothing of training) → ``transfer`` (the
+engine; takes objects) → ``zoo`` (model ids, dataset names, the training loop, experiments) → the
+command lines (``zoo.cli``, ``zoo.demo`` and every ``__main__`` module). A module may import its own
+layer or a lower one, never a higher one; ``importlib.import_module("...")`` strings count too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("permgraph", "transfer", "zoo")
+CLI_MODULES = ("zoo.cli", "zoo.demo")
+MAX_FUNCTION_LINES = 80
+MAX_PUBLIC_PARAMETERS = 8
+
+
+def layer(module: str) -> int | None:
+    """0 permgraph, 1 transfer, 2 zoo, 3 command lines; None outside the project."""
+    if module.split(".")[-1] == "__main__" or any(module == m or module.startswith(m + ".") for m in CLI_MODULES):
+        return 3
+    top = module.split(".")[0]
+    return PACKAGES.index(top) if top in PACKAGES else None
+
+
+def modules() -> list[tuple[str, Path]]:
+    out = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out.append((".".join(parts), path))
+    return out
+
+
+def imported_names(module: str, tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) for every import statement and every literal importlib / __import__ call."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                parent = module.split(".")[: -node.level] if not module.endswith("__init__") else module.split(".")
+                base = ".".join([*parent, base] if base else parent)
+            found.append((node.lineno, base))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_the_layers_are_recognised():
+    assert [layer(m) for m in ("permgraph.rules", "transfer.engine", "zoo.train", "zoo.cli.transfer",
+                               "transfer.__main__", "numpy")] == [0, 1, 2, 3, 3, None]  # fmt: skip
+
+
+def test_imports_never_reach_a_higher_layer():
+    upward = []
+    for module, path in modules():
+        own = layer(module)
+        for line, name in imported_names(module, ast.parse(path.read_text())):
+            other = layer(name)
+            if other is not None and other > own:
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert not upward, "imports that run upward:\n" + "\n".join(upward)
+
+
+def _functions(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_function_is_longer_than_80_lines(package):
+    long = []
+    for module, path in modules():
+        if module.split(".")[0] != package:
+            continue
+        for fn in _functions(ast.parse(path.read_text())):
+            lines = fn.end_lineno - fn.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                long.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({lines} lines)")
+    assert not long, "functions over 80 lines:\n" + "\n".join(long)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_public_function_takes_more_than_8_parameters(package):
+    wide = []
+    for module, path in modules():
+        if module.split(".")[0] != package:
+            continue
+        for fn in _functions(ast.parse(path.read_text())):
+            if fn.name.startswith("_") and fn.name != "__init__":
+                continue
+            a = fn.args
+            params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg not in ("self", "cls")]
+            if len(params) > MAX_PUBLIC_PARAMETERS:
+                wide.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({len(params)} parameters)")
+    assert not wide, "public functions over 8 parameters:\n" + "\n".join(wide)
