@@ -132,6 +132,16 @@ def open_trajectory(traj: Trajectory | str | os.PathLike, what: str) -> Trajecto
         raise TransferError(f"{what}: {e}") from e
 
 
+def _still_exact(model: torch.nn.Module, spec: PermSpec, inputs: tuple) -> bool:
+    """Whether a cached spec still leaves ``model``'s function unchanged (``permgraph.verify``): the
+    cache key names the model's classes' files, not every file its forward calls, so a hit is checked
+    before it is trusted, as an inferred spec is checked by its rules. A few forward passes."""
+    report = permgraph.verify(model, spec, inputs)
+    if not report.ok:
+        log.info("ignoring a cached spec that no longer verifies: %s", report)
+    return bool(report.ok)
+
+
 class TransferEngine:
     """Transfers trajectories of one architecture on one dataset; several methods share its spec.
 
@@ -188,6 +198,8 @@ class TransferEngine:
         user = spec_cache_file(key) if key is not None else None
         places = [p for p in (local, user) if p is not None]
         found = next(((p, s) for p in places if (s := load_spec(p, key, self.model)) is not None), None)
+        if found and not _still_exact(self.model, found[1], inputs):
+            found = None  # the key missed a change (a helper the forward calls lives in another file)
         spec = found[1] if found else permgraph.infer(self.model, inputs)
         # an output folder's copy may come from elsewhere: it serves that folder, never the user cache
         for place in places[: places.index(found[0]) if found else len(places)]:

@@ -132,3 +132,28 @@ def test_a_resumed_run_restores_the_warm_starts(tmp_path, runs, monkeypatch):
     assert _TimedStore(tmp_path / "cut" / ".state" / "fgmt").load_warm(2) == {}
     loaded = _TimedStore(tmp_path / "full" / ".state" / "fgmt").load_warm(3)
     assert set(loaded) == {"fc1.out"} and loaded["fc1.out"].fits(12)
+
+
+MIXING = {"act": torch.relu}  # what Helped's forward calls: changing it changes no key, only the function
+
+
+class Helped(torch.nn.Module):
+    """A model whose forward calls a function the spec key cannot see (it is not the class's file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(MIXING["act"](self.a(x)))
+
+
+def test_a_cached_spec_that_no_longer_verifies_is_inferred_again(monkeypatch):
+    data = tiny_data((6,), 3)
+    options = TransferOptions(T=2, grad_batches=2, batch_size=16, progress=False)
+    free = TransferEngine(Helped(), data, options).spec
+    assert free.free_groups, "relu between the layers: the hidden units are free"
+    monkeypatch.setitem(MIXING, "act", lambda h: torch.cumsum(h, dim=-1))  # order matters now
+    again = TransferEngine(Helped(), data, options).spec
+    assert not again.free_groups, "the cached spec would permute units the forward now mixes"
+    assert permgraph.verify(Helped(), again, (torch.randn(2, 6),)).ok
