@@ -13,3 +13,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """The data and spec caches of every test (and its subprocesses) in a folder of this session, never
+    the user's ``~/.cache/permgraph``; a test that sets ``PERMGRAPH_CACHE`` itself overrides it."""
+    import os
+
+    before = os.environ.get("PERMGRAPH_CACHE")
+    os.environ["PERMGRAPH_CACHE"] = str(tmp_path_factory.mktemp("permgraph-cache"))
+    yield
+    if before is None:
+        os.environ.pop("PERMGRAPH_CACHE", None)
+    else:
+        os.environ["PERMGRAPH_CACHE"] = before
