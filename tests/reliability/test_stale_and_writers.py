@@ -51,13 +51,13 @@ def _wait_for_holder(lock: Path, proc: subprocess.Popen, seconds: float = 60.0) 
 def test_a_second_writer_exits_2_at_once_naming_the_holder_and_ctrl_c_is_one_line(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen(_zoo(out, 5000), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    first = subprocess.Popen(_zoo(out, 1_000_000), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
     try:
         holder = _wait_for_holder(out / ".lock", first)
         assert f"pid {first.pid}" in holder
         started = time.monotonic()
-        second = subprocess.run(_zoo(out, 5000), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(_zoo(out, 1_000_000), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
         assert f"is in use by pid {first.pid}" in second.stderr and second.stderr.count("\n") == 1
         assert time.monotonic() - started < 30, "refused at once, not after its work"
