@@ -38,6 +38,10 @@ def _zoo(out: Path, epochs: int) -> list[str]:
             "--lr", "0.01", "--seed", "0", "--checkpoint-every", "1000000", "--out", str(out), "--no-progress"]  # fmt: skip
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_holder(lock: Path, proc: subprocess.Popen, seconds: float = 60.0) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -51,8 +55,10 @@ def _wait_for_holder(lock: Path, proc: subprocess.Popen, seconds: float = 60.0) 
 def test_a_second_writer_exits_2_at_once_naming_the_holder_and_ctrl_c_is_one_line(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # SIGINT as a terminal delivers it: a suite started in the background (`make test &`) passes its
+    # children an ignored SIGINT, which Python then leaves ignored
     first = subprocess.Popen(_zoo(out, 1_000_000), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)  # fmt: skip
+                             text=True, preexec_fn=_default_sigint)  # fmt: skip
     try:
         holder = _wait_for_holder(out / ".lock", first)
         assert f"pid {first.pid}" in holder
