@@ -207,29 +207,33 @@ class _Bench:
         return _outputs(self.fresh(state)(*self.args, **self.kwargs))
 
 
-def _prepare(model, dtype, seed, args, kwargs) -> tuple[_Bench, list[torch.Tensor]]:
-    """The bench in ``dtype`` and its reference outputs."""
+def _prepare(model, dtype, seed, args, kwargs, watch: bool = True) -> tuple[_Bench, list[torch.Tensor]]:
+    """The bench in ``dtype`` and its reference outputs. ``watch``: note the coarsest dtype the
+    forward computes in, for the default tolerance; not needed when the caller gives ``rtol``, and
+    worth skipping then: the first dispatch mode of a process imports torch._dynamo (3 s)."""
     gen = torch.Generator().manual_seed(seed)
     template = detached_copy(model)
     template = (template.double() if dtype == torch.float64 else template.float()).eval()
     make_trained_like(template, gen)
     bench = _Bench(template, template.state_dict(), _cast(args, dtype), _cast(kwargs, dtype), gen, dtype)
     reference = bench.fresh()
-    with _PrecisionWatch() as watch:
+    if not watch:
+        return bench, _outputs(reference(*bench.args, **bench.kwargs))
+    with _PrecisionWatch() as watcher:
         y0 = _outputs(reference(*bench.args, **bench.kwargs))
-    bench.rtol = _default_rtol(dtype, watch.coarsest)
+    bench.rtol = _default_rtol(dtype, watcher.coarsest)
     return bench, y0
 
 
-def _reference(model, seed, args, kwargs) -> tuple[_Bench, list[torch.Tensor]]:
+def _reference(model, seed, args, kwargs, watch: bool = True) -> tuple[_Bench, list[torch.Tensor]]:
     """``_prepare`` in float64, or in float32 when the float64 forward fails (a model that
     builds a float32 tensor in ``forward``, say ``h @ torch.eye(16)``, mixes dtypes); the
     bench's ``note`` then says so, for the report."""
     try:
-        return _prepare(model, torch.float64, seed, args, kwargs)
+        return _prepare(model, torch.float64, seed, args, kwargs, watch)
     except Exception as e64:  # any failure of the float64 copy: the float32 one may still run
         try:
-            bench, y0 = _prepare(model, torch.float32, seed, args, kwargs)
+            bench, y0 = _prepare(model, torch.float32, seed, args, kwargs, watch)
         except Exception as e32:
             raise RuntimeError(
                 f"verify could not run the model on the example inputs, neither in float64 "
@@ -360,7 +364,7 @@ def verify(
     trials = _check_trials(trials)
     example_args = example_args if isinstance(example_args, tuple) else (example_args,)
     _check_fits(spec, model.state_dict())
-    bench, y0 = _reference(model, seed, example_args, example_kwargs or {})
+    bench, y0 = _reference(model, seed, example_args, example_kwargs or {}, watch=rtol is None)
     compared, exact, scale = _compared(y0)
     rtol = bench.rtol if rtol is None else rtol
     worst, mismatches, changed = 0.0, 0, set()

@@ -135,7 +135,12 @@ def open_trajectory(traj: Trajectory | str | os.PathLike, what: str) -> Trajecto
 def _still_exact(model: torch.nn.Module, spec: PermSpec, inputs: tuple) -> bool:
     """Whether a cached spec still leaves ``model``'s function unchanged (``permgraph.verify``): the
     cache key names the model's classes' files, not every file its forward calls, so a hit is checked
-    before it is trusted, as an inferred spec is checked by its rules. A few forward passes."""
+    before it is trusted, as an inferred spec is checked by its rules. A few forward passes: first
+    at float64 round-off (1e-11, the strictest default of ``verify``, and without its precision watch,
+    whose first use in a process costs 3 s of imports), then, for a model that computes in a coarser
+    dtype somewhere, with ``verify``'s own tolerance for it."""
+    if permgraph.verify(model, spec, inputs, rtol=1e-11).ok:
+        return True
     report = permgraph.verify(model, spec, inputs)
     if not report.ok:
         log.info("ignoring a cached spec that no longer verifies: %s", report)
