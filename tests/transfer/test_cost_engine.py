@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_methods import MLP, record, run, tiny_data
+from test_methods import MLP, record, run, run_interrupted, tiny_data
 
 import permgraph
 import transfer.lap as lap
@@ -108,15 +108,7 @@ def test_a_resumed_run_restores_the_warm_starts(tmp_path, runs, monkeypatch):
         f"warm_{t:04d}.safetensors" for t in (1, 2, 3)
     ]
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_2(t, record):
-        if t == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run("fgmt", src, init, data, tmp_path / "cut", T=3, callback=stop_at_2)
+    run_interrupted("fgmt", src, init, data, tmp_path / "cut", T=3)
     starts, steps = [], []
     real = lap.auction_solve
     monkeypatch.setattr(lap, "auction_solve", lambda a, warm=None, **k: starts.append(warm) or real(a, warm, **k))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_methods import MLP, record, run, tiny_data
+from test_methods import MLP, record, run, run_interrupted, tiny_data
 
 from transfer.options import OptionsError, TransferOptions
 
@@ -28,15 +28,7 @@ def test_a_refreshing_run_resumes_to_the_same_numbers(tmp_path, pair):
     data, src, init = pair
     whole = run("fgmt", src, init, data, tmp_path / "whole", T=3, fgmt_refresh=1)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_2(t, record):
-        if t == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run("fgmt", src, init, data, tmp_path / "cut", T=3, fgmt_refresh=1, callback=stop_at_2)
+    run_interrupted("fgmt", src, init, data, tmp_path / "cut", T=3, fgmt_refresh=1)
     resumed = run("fgmt", src, init, data, tmp_path / "cut", T=3, fgmt_refresh=1)
     assert resumed["val_acc"] == whole["val_acc"]
 

@@ -65,6 +65,21 @@ def run(method: str, src, init, data, out: Path | None = None, *, model=None, sp
     return engine.run(method, src, init, target=target, out=out, callback=callback)
 
 
+
+class Stop(Exception):
+    """Raised from a step callback: an interruption at a known step."""
+
+
+def run_interrupted(method: str, src, init, data, out: Path, at: int = 2, **kw) -> None:
+    """``run`` stopped by an exception right after step ``at`` (as a crash or Ctrl-C would stop it)."""
+
+    def stop(t, record):
+        if t == at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(method, src, init, data, out, callback=stop, **kw)
+
 PLANTED = [
     (MLP, (6,), 3, True),
     ("zoo:conv8?width=0.125&num_classes=3", (3, 8, 8), 3, False),
@@ -161,15 +176,7 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, method):
     init = record(tmp_path / "tgt", MLP, 1, data).init()
     full = run(method, src, init, data, tmp_path / "full", T=3)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_2(t, record):
-        if t == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run(method, src, init, data, tmp_path / "cut", T=3, callback=stop_at_2)
+    run_interrupted(method, src, init, data, tmp_path / "cut", T=3)
     assert not (tmp_path / "cut" / "results.json").exists()
     assert not (tmp_path / "cut" / method).exists()
     seen = []
