@@ -31,6 +31,7 @@ from transfer.options import TransferOptions, options_from  # noqa: E402
 from zoo.experiments.base import load_config  # noqa: E402
 from zoo.experiments.context import Context  # noqa: E402
 from zoo.experiments.pool import pool_folder, train_from  # noqa: E402
+from zoo.experiments.runner import reading_of  # noqa: E402
 from zoo.experiments.scenario import reinit_head  # noqa: E402
 from zoo.experiments.setting import Setting, open_pair, open_view  # noqa: E402
 from zoo.models import build  # noqa: E402
@@ -193,7 +194,9 @@ def main() -> None:
         rows.sort(key=lambda r: order.index(r["experiment"]))
         cache.write_text(json.dumps({"rows": rows}, indent=1) + "\n")  # kept after each experiment: resumable
     command = "python bench/diagnose_validation.py " + " ".join(sys.argv[1:])
-    Path(args.out).write_text(report(rows, command.strip()))
+    page = Path(args.out)
+    reading = reading_of(page.read_text()) if page.exists() else None  # written by a person: kept
+    page.write_text(report(rows, command.strip()) + ("\n" + reading if reading else ""))
     print(f"wrote {args.out}")
 
 
