@@ -140,7 +140,7 @@ def processes() -> dict:
     for n in (1, 2):
         launcher = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                     f"--nproc-per-node={n}"]  # fmt: skip
-        args = ["-m", "transfer", "run", "--method", "fgmt", "--source", str(root / "s1"), "--target-init",
+        args = ["-m", "zoo.cli.transfer", "run", "--method", "fgmt", "--source", str(root / "s1"), "--target-init",
                 str(root / "s2"), "--data", "scale_data:images", "--model", "zoo:resnet20?width=0.5&num_classes=4",
                 "--T", "3", "--grad-batches", "8", "--batch-size", "64", "--bn-batches", "4", "--device", "cpu",
                 "--out", str(root / f"out{n}"), "--no-progress"]  # fmt: skip

@@ -73,7 +73,7 @@ def _commands(cfg: dict, work: Path) -> dict[str, list[str]]:
              "--seed", "101", "--out", str(work / "s101"), "--no-progress"]  # fmt: skip
     if cfg["subset"]:
         train += ["--subset", str(cfg["subset"])]
-    run = [*py, "transfer", "run", "--source", str(work / "s101"), "--target-init", "102", "--T", str(cfg["T"]),
+    run = [*py, "zoo.cli.transfer", "run", "--source", str(work / "s101"), "--target-init", "102", "--T", str(cfg["T"]),
            "--schedule", cfg["schedule"], "--grad-batches", str(GRAD_BATCHES), "--batch-size", str(BATCH),
            "--device", "cpu", "--no-progress"]  # fmt: skip
     return {

@@ -1,6 +1,6 @@
 """torch.distributed for the transfer engine: who computes what, and how results meet.
 
-Under an initialised process group (``torchrun --nproc-per-node N -m transfer run ...``, or a user's
+Under an initialised process group (``torchrun --nproc-per-node N -m zoo.cli.transfer run ...``, or a user's
 own ``dist.init_process_group``) every rank holds the same model, data and inputs. For gradient k
 each rank takes its share of the k-th minibatch set (minibatch i goes to rank ``i % N``), the
 weighted gradients are summed with ``all_reduce``, so the result is the single-process gradient up to

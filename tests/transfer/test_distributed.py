@@ -67,7 +67,7 @@ def setup(tmp_path_factory) -> Path:
 
 
 def transfer(root: Path, out: str, processes: int) -> subprocess.CompletedProcess:
-    args = ["-m", "transfer", "run", "--method", "fgmt,gmt", "--source", str(root / "s1"), "--target-init",
+    args = ["-m", "zoo.cli.transfer", "run", "--method", "fgmt,gmt", "--source", str(root / "s1"), "--target-init",
             str(root / "s2"), "--data", "dist_data_mod:images", "--model", MODEL, "--T", "2", "--grad-batches", "4",
             "--batch-size", "8", "--bn-batches", "3", "--device", "cpu", "--out", str(root / out),
             "--no-progress"]  # fmt: skip
