@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
@@ -56,7 +55,7 @@ from transfer.methods import TransferMethod, get_method
 from transfer.options import TransferOptions
 from transfer.pairs import PairSource
 from transfer.results import TransferError, load_results, merge_result
-from transfer.store import MemoryStore, RunStore, StoreError
+from transfer.store import MemoryStore, RunStore
 from transfer.trajectory import Trajectory, TrajectoryError, TrajectoryWriter, schedule_lambdas
 
 __all__ = [
@@ -492,7 +491,7 @@ class _Loop:
         perms = dist.broadcast_object(perms)
         if not dist.is_main():
             ctx.store.prime(perms)
-        if done >= 0 and hasattr(ctx.store, "load_warm"):
+        if done >= 0:
             ctx.lap_warm.update(ctx.store.load_warm(done))
         self.method.resume(done)
         show = ctx.options.progress and dist.is_main()
@@ -502,8 +501,7 @@ class _Loop:
             c0, t0, solve0 = _counters(ctx), time.perf_counter(), ctx.solve_seconds
             perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
             ctx.store.save_perm(t, perm)
-            if hasattr(ctx.store, "save_warm"):
-                ctx.store.save_warm(t, ctx.lap_warm)
+            ctx.store.save_warm(t, ctx.lap_warm)
             perms[t] = perm
             step = time.perf_counter() - t0
             record["seconds"] += step
@@ -648,31 +646,6 @@ class _TimedStore(RunStore):
             super().commit(record)
         finally:
             self.seconds += time.perf_counter() - t0
-
-    def save_warm(self, t: int, warm: Mapping[str, LapWarm]) -> None:
-        """The warm starts after step t (the groups the auction solved: assignment and prices)."""
-        tensors = {}
-        for name, w in warm.items():
-            if w.cols is not None and w.prices is not None:
-                tensors[f"{name}/cols"] = torch.from_numpy(np.asarray(w.cols, dtype=np.int64))
-                tensors[f"{name}/prices"] = torch.from_numpy(np.asarray(w.prices, dtype=np.float64))
-        if tensors:
-            self._save("warm", t, tensors)
-
-    def load_warm(self, t: int) -> dict[str, LapWarm]:
-        """The warm starts saved after step t; none when missing or unreadable (they are only a
-        start: a solve from another start still reaches an optimum)."""
-        try:
-            flat = self._load("warm", t) or {}
-        except StoreError:
-            return {}
-        warm: dict[str, LapWarm] = {}
-        for key, v in flat.items():
-            name, _, part = key.rpartition("/")
-            if part in ("cols", "prices") and v.dim() == 1:
-                w = warm.setdefault(name, LapWarm())
-                setattr(w, part, v.numpy().astype(np.int64 if part == "cols" else np.float64))
-        return {name: w for name, w in warm.items() if w.cols is not None and w.prices is not None}
 
 
 class _Outputs:

@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from permgraph.apply import Permutation
 from transfer.files import atomic_write_bytes, atomic_write_json
+from transfer.lap import LapWarm
 
 __all__ = ["RunStore", "MemoryStore", "StoreError"]
 
@@ -65,6 +67,12 @@ class MemoryStore:
 
     def load_bn(self, t: int) -> State | None:
         return self._bn.get(t)
+
+    def save_warm(self, t: int, warm: Mapping[str, LapWarm]) -> None:
+        pass  # the run's matchers hold their warm starts; nothing to resume from
+
+    def load_warm(self, t: int) -> dict[str, LapWarm]:
+        return {}
 
     def discard(self) -> None:
         self._perms.clear()
@@ -150,6 +158,31 @@ class RunStore(MemoryStore):
 
     def load_bn(self, t: int) -> State | None:
         return self._load("bn", t)
+
+    def save_warm(self, t: int, warm: Mapping[str, LapWarm]) -> None:
+        """The warm starts after step t (the groups the auction solved: assignment and prices)."""
+        tensors = {}
+        for name, w in warm.items():
+            if w.cols is not None and w.prices is not None:
+                tensors[f"{name}/cols"] = torch.from_numpy(np.asarray(w.cols, dtype=np.int64))
+                tensors[f"{name}/prices"] = torch.from_numpy(np.asarray(w.prices, dtype=np.float64))
+        if tensors:
+            self._save("warm", t, tensors)
+
+    def load_warm(self, t: int) -> dict[str, LapWarm]:
+        """The warm starts saved after step t; none when missing or unreadable (they are only a
+        start: a solve from another start still reaches an optimum)."""
+        try:
+            flat = self._load("warm", t) or {}
+        except StoreError:
+            return {}
+        warm: dict[str, LapWarm] = {}
+        for key, v in flat.items():
+            name, _, part = key.rpartition("/")
+            if part in ("cols", "prices") and v.dim() == 1:
+                w = warm.setdefault(name, LapWarm())
+                setattr(w, part, v.numpy().astype(np.int64 if part == "cols" else np.float64))
+        return {name: w for name, w in warm.items() if w.cols is not None and w.prices is not None}
 
     def discard(self) -> None:
         """Remove the folder (a deterministic failure: a rerun would fail the same way)."""
