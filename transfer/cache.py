@@ -44,6 +44,8 @@ from typing import Any
 
 import torch
 
+from transfer.files import atomic_write_bytes, sha256_file
+
 __all__ = ["cache_dir", "spec_key", "load_spec", "save_spec", "file_identity", "source_digest"]
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,7 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
     """A source file as a cache key sees it: resolved path, size, mtime (ns) and sha256 of its bytes."""
     p = Path(path).resolve()
     st = p.stat()
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    sha = h.hexdigest()
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
 
 
 @functools.cache
@@ -216,8 +213,6 @@ def save_spec(path: Path | None, key: str | None, spec: Any) -> None:
     text = json.dumps({"format": SPEC_CACHE_FORMAT, "version": SPEC_CACHE_VERSION, "key": key,
                        "spec": spec.to_dict()}, indent=1)  # fmt: skip
     try:
-        from transfer.files import atomic_write_bytes
-
         atomic_write_bytes(path, text.encode())
     except OSError as e:
         log.info("could not write the spec cache %s (%s)", path, e)

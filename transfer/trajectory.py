@@ -28,7 +28,6 @@ schedules of :func:`schedule_lambdas`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,7 +39,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from transfer.files import atomic_write_bytes, atomic_write_json, fsync_dir, temporary_path
+from transfer.files import atomic_write_bytes, atomic_write_json, fsync_dir, sha256_file, temporary_path
 
 __all__ = [
     "FORMAT",
@@ -71,14 +70,6 @@ REGENERATE = (
     "re-run the command that recorded this trajectory with the same arguments (zoo train, or transfer run): "
     "it checks every checkpoint and regenerates the damaged ones"
 )
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_filename(step: int) -> str:
@@ -189,7 +180,7 @@ class TrajectoryWriter:
             save_file(tensors, str(tmp), metadata={"permgraph": about})
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            digest = _sha256_file(tmp)
+            digest = sha256_file(tmp)
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -322,7 +313,7 @@ class Trajectory:
         bad = []
         for c in self.checkpoints:
             path = self.path / c["file"]
-            if not path.exists() or (c.get("sha256") and _sha256_file(path) != c["sha256"]):
+            if not path.exists() or (c.get("sha256") and sha256_file(path) != c["sha256"]):
                 bad.append(c)
         return bad
 
@@ -377,7 +368,7 @@ class Trajectory:
         if not fpath.exists():
             raise TrajectoryError(f"checkpoint file {fpath} (step {entry['step']}) is missing; {REGENERATE}")
         if self.verify and entry.get("sha256"):
-            digest = _sha256_file(fpath)
+            digest = sha256_file(fpath)
             if digest != entry["sha256"]:
                 raise TrajectoryError(
                     f"corrupt checkpoint {fpath}: sha256 {digest[:12]}... does not match the manifest's "

@@ -51,7 +51,6 @@ import pickle
 import shutil
 import subprocess
 import sysconfig
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ import numpy as np
 import torch
 
 from transfer.cache import cache_dir, file_identity
+from transfer.files import temporary_path
 from zoo.errors import ZooError
 
 __all__ = [
@@ -279,13 +279,12 @@ def _write_cached(path: Path, key: str, splits: tuple[Pair, Pair, Pair]) -> None
         tensors[f"{split}_x"], tensors[f"{split}_y"] = x.contiguous(), y.contiguous()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = temporary_path(path)
         try:
-            save_file(tensors, tmp, metadata={"format": DATA_CACHE_FORMAT, "key": key})
+            save_file(tensors, str(tmp), metadata={"format": DATA_CACHE_FORMAT, "key": key})
             os.replace(tmp, path)
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         prefix = path.name.rsplit("-", 1)[0] + "-"
         for old in path.parent.glob(f"{prefix}*.safetensors"):
             if old != path:
