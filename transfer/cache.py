@@ -95,7 +95,7 @@ def _class_file_sha(cls: type) -> str | None:
         return None
     if path is None or not Path(path).is_file():
         return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _plain(value: Any) -> Any:

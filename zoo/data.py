@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from transfer.cache import cache_dir, file_identity
-from transfer.files import temporary_path
+from transfer.files import sha256_file, temporary_path
 from zoo.errors import ZooError
 
 __all__ = [
@@ -223,7 +223,7 @@ def _cache_entry(name: str, split: str, sources: list[Path]) -> tuple[Path, str]
         return None
     material = {
         "format": DATA_CACHE_FORMAT, "version": DATA_CACHE_VERSION, "loader": name, "split": split,
-        "sources": ids, "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "sources": ids, "code": sha256_file(__file__),
         "torch": torch.__version__, "numpy": np.__version__,
     }  # fmt: skip
     key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
