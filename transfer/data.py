@@ -86,9 +86,9 @@ class TensorData:
         x, y = self.val
         return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
 
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        """Two training inputs, to trace the model with."""
-        return (self.train[0][:2],)
+    def example_batch(self) -> Pair:
+        """Two training samples, as a batch: what a spec is inferred from (:mod:`transfer.inputs`)."""
+        return self.train[0][:2], self.train[1][:2]
 
 
 @dataclass(frozen=True)
@@ -124,12 +124,10 @@ class DatasetData:
     def val_batches(self, batch_size: int) -> Iterator[Any]:
         return self._load(self.val, _in_order(len(self.val), batch_size))
 
-    def example_inputs(self) -> tuple | dict:
-        """Two training samples, collated, as the model receives them (args or kwargs)."""
-        batch = next(iter(self.train_batches([torch.arange(min(2, self.train_size))])))
-        if isinstance(batch, dict):
-            return batch
-        return (batch[0],)
+    def example_batch(self) -> Any:
+        """Two training samples, collated as the loader yields them: what a spec is inferred from
+        (:func:`transfer.inputs.inputs_from_batch`: a dict batch is called as ``model(**batch)``)."""
+        return next(iter(self.train_batches([torch.arange(min(2, self.train_size))])))
 
 
 def as_transfer_data(data: Any, *, num_workers: int = 0) -> TensorData | DatasetData:

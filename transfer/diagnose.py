@@ -35,12 +35,12 @@ from typing import Any
 import torch
 from torch import nn
 
-import permgraph
 from permgraph.apply import apply
 from transfer.data import as_transfer_data
 from transfer.engine import open_trajectory
 from transfer.evaluation import LossFn
 from transfer.gradients import SyncedGradients
+from transfer.inputs import ModelInputs, infer_spec, inputs_from_batch
 from transfer.matching import Matcher
 from transfer.options import TransferOptions
 from transfer.trajectory import Trajectory
@@ -127,13 +127,16 @@ def diagnose(
     target_init: Mapping[str, torch.Tensor],
     options: TransferOptions | None = None,
     loss_fn: LossFn | None = None,
+    example_inputs: ModelInputs | None = None,
 ) -> Diagnosis:
     """Measure, on ``options.grad_batches`` minibatches per gradient, how well the target init's
-    gradients match the source's up to a permutation, and the init/change ratio per layer."""
+    gradients match the source's up to a permutation, and the init/change ratio per layer. The spec
+    is inferred on ``example_inputs`` (default: a training batch, called as every batch is:
+    :mod:`transfer.inputs`)."""
     options = options or TransferOptions()
     src = open_trajectory(source, "source trajectory")
     data = as_transfer_data(data, num_workers=options.num_workers)
-    spec = permgraph.infer(model, data.example_inputs())
+    spec = infer_spec(model, example_inputs or inputs_from_batch(model, data.example_batch()))
     sg = SyncedGradients(model, data, options, loss_fn=loss_fn)
     theta1_0, theta1_T = src.init(), src.final()
     g1 = {k: sg.gradient(theta1_0, k=k) for k in (1, 2)}

@@ -49,6 +49,7 @@ from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
 from transfer.files import MARKER, FolderError, atomic_write_bytes, output_folder, refuse_inputs_inside
 from transfer.gradients import SyncedGradients
+from transfer.inputs import ModelInputs, infer_spec, inputs_from_batch
 from transfer.lap import LapWarm
 from transfer.matching import Matcher
 from transfer.methods import TransferMethod, get_method
@@ -131,16 +132,16 @@ def open_trajectory(traj: Trajectory | str | os.PathLike, what: str) -> Trajecto
         raise TransferError(f"{what}: {e}") from e
 
 
-def _still_exact(model: torch.nn.Module, spec: PermSpec, inputs: tuple) -> bool:
+def _still_exact(model: torch.nn.Module, spec: PermSpec, inputs: ModelInputs) -> bool:
     """Whether a cached spec still leaves ``model``'s function unchanged (``permgraph.verify``): the
     cache key names the model's classes' files, not every file its forward calls, so a hit is checked
     before it is trusted, as an inferred spec is checked by its rules. A few forward passes: first
     at float64 round-off (1e-11, the strictest default of ``verify``, and without its precision watch,
     whose first use in a process costs 3 s of imports), then, for a model that computes in a coarser
     dtype somewhere, with ``verify``'s own tolerance for it."""
-    if permgraph.verify(model, spec, inputs, rtol=1e-11).ok:
+    if permgraph.verify(model, spec, inputs.args, inputs.kwargs, rtol=1e-11).ok:
         return True
-    report = permgraph.verify(model, spec, inputs)
+    report = permgraph.verify(model, spec, inputs.args, inputs.kwargs)
     if not report.ok:
         log.info("ignoring a cached spec that no longer verifies: %s", report)
     return bool(report.ok)
@@ -150,8 +151,9 @@ class TransferEngine:
     """Transfers trajectories of one architecture on one dataset; several methods share its spec.
 
     ``model`` gives the architecture (it is used as a scratch module; its own weights are never
-    read). ``spec`` defaults to ``permgraph.infer(model, two training inputs)``, inferred once.
-    ``loss_fn(outputs, targets)`` must be a mean (default: cross-entropy).
+    read). ``spec`` defaults to ``permgraph.infer`` on ``example_inputs`` (default: a batch of two
+    training samples, called as the model is called on every batch: :mod:`transfer.inputs`),
+    inferred once. ``loss_fn(outputs, batch)`` must be a mean (default: cross-entropy).
     """
 
     def __init__(
@@ -162,8 +164,10 @@ class TransferEngine:
         *,
         loss_fn: LossFn | None = None,
         spec: PermSpec | None = None,
+        example_inputs: ModelInputs | None = None,
     ) -> None:
         self.model = model
+        self.example_inputs = example_inputs
         self.options = options or TransferOptions()
         if self.options.device == "auto":
             self.options = self.options.replace(device=dist.default_device("auto"))
@@ -196,15 +200,15 @@ class TransferEngine:
         after checking it against the model's tensors; anything else is ignored and inferred again.
         Under torch.distributed only rank 0 reads and writes the output folder's copy."""
         t0 = time.perf_counter()
-        inputs = self.data.example_inputs()
-        key = self._spec_key = spec_key(self.model, inputs)
+        inputs = self.example_inputs or inputs_from_batch(self.model, self.data.example_batch())
+        key = self._spec_key = spec_key(self.model, inputs.key())
         local = out / ".state" / SPEC_FILE if out is not None and dist.is_main() else None
         user = spec_cache_file(key) if key is not None else None
         places = [p for p in (local, user) if p is not None]
         found = next(((p, s) for p in places if (s := load_spec(p, key, self.model)) is not None), None)
         if found and not _still_exact(self.model, found[1], inputs):
             found = None  # the key missed a change (a helper the forward calls lives in another file)
-        spec = found[1] if found else permgraph.infer(self.model, inputs)
+        spec = found[1] if found else infer_spec(self.model, inputs)
         # an output folder's copy may come from elsewhere: it serves that folder, never the user cache
         for place in places[: places.index(found[0]) if found else len(places)]:
             save_spec(place, key, spec)

@@ -4,8 +4,9 @@ Training (``zoo.train``), transfer (``transfer.gradients``) and the experiments 
 with these functions, so a validation accuracy means the same thing wherever it is printed.
 
 A *batch* is what a ``DataLoader`` yields: an ``(inputs, targets)`` pair, called as
-``model(inputs)``; or a dict (Hugging Face style), called as ``model(**batch)`` with the targets
-under ``"labels"`` (positions labelled -100 are ignored, as in Hugging Face). A loss is
+``model(inputs)``; or a dict (Hugging Face style), called as ``model(**batch)`` with the keys its
+``forward`` takes (:func:`transfer.inputs.call_model`) and the targets under ``"labels"``
+(positions labelled -100 are ignored, as in Hugging Face). A loss is
 ``loss_fn(outputs, batch) -> scalar``, a mean over the batch's samples (or tokens).
 
 >>> import torch
@@ -24,6 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from transfer.inputs import call_model  # the one rule for calling a model on a batch (re-exported)
 
 __all__ = [
     "LossFn", "logits_of", "default_loss", "evaluate", "evaluate_batches", "model_device", "call_model",
@@ -62,13 +65,6 @@ def targets_of(batch: Any) -> torch.Tensor:
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return batch[1]
     raise TypeError(f"cannot find targets in a batch of type {type(batch).__name__}; pass loss_fn")
-
-
-def call_model(model: nn.Module, batch: Any) -> object:
-    """``model(**batch)`` for a dict batch, ``model(inputs)`` for an ``(inputs, targets)`` pair."""
-    if isinstance(batch, Mapping):
-        return model(**batch)
-    return model(batch[0])
 
 
 def batch_to(batch: Any, device: torch.device | str) -> Any:

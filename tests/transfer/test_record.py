@@ -3,6 +3,7 @@ writes a trajectory that ``transfer`` reads, and recording resumes with the ``Tr
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -48,16 +49,41 @@ class StopAfterFirstEpoch:
         return Stop()
 
 
-def trainer(out, run, interrupt: bool = False):
+class Killed(Exception):
+    """A process killed after the Trainer wrote its checkpoint and before anything else ran."""
+
+
+def killed_after_saving(at_step: int):
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == at_step:
+                raise Killed()
+
+    return Kill()
+
+
+def trainer(out, run, interrupt: bool = False, *, evaluate: bool = False, epochs: int = 2, before: tuple = ()):
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=16,
+    args = TrainingArguments(output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=16,
                              report_to=[], use_cpu=True, save_strategy="epoch", logging_steps=1,
-                             disable_tqdm=True, seed=0)  # fmt: skip
+                             eval_strategy="epoch" if evaluate else "no", disable_tqdm=True, seed=0)  # fmt: skip
     torch.manual_seed(0)
     callback = TrajectoryCallback(run, model="tests.transfer.test_record:Net", data="points", seed=0)
-    callbacks = [callback, StopAfterFirstEpoch()] if interrupt else [callback]
-    return Trainer(model=Net(), args=args, train_dataset=Points(), callbacks=callbacks)
+    callbacks = [*before, callback, StopAfterFirstEpoch()] if interrupt else [*before, callback]
+    return Trainer(model=Net(), args=args, train_dataset=Points(), eval_dataset=Points() if evaluate else None,
+                   callbacks=callbacks)  # fmt: skip
+
+
+def logged_at(trainer_, step: int) -> dict:
+    """What the Trainer itself logged at ``step`` (its ``state.log_history``), the run summary left out."""
+    merged: dict = {}
+    for entry in trainer_.state.log_history:
+        if entry["step"] == step and "train_runtime" not in entry:
+            merged.update({k: v for k, v in entry.items() if k not in ("step", "epoch")})
+    return merged
 
 
 def test_a_trainer_run_is_recorded_with_init_epochs_and_metrics(tmp_path):
@@ -78,3 +104,30 @@ def test_recording_resumes_with_the_trainer(tmp_path):
     a, b = Trajectory(whole), Trajectory(part)
     assert b.complete and a.steps == b.steps
     assert all(torch.allclose(a.final()[k], b.final()[k], atol=1e-6) for k in a.final())
+
+
+def test_each_checkpoint_holds_the_metrics_the_trainer_logged_at_its_step_the_last_included(tmp_path):
+    t = trainer(tmp_path / "hf", tmp_path / "run", evaluate=True, epochs=3)
+    t.train()
+    traj = Trajectory(tmp_path / "run")
+    assert traj.steps == [0, 4, 8, 12]
+    assert traj.checkpoints[0]["metrics"] == {}
+    for c in traj.checkpoints[1:]:
+        assert c["metrics"] == logged_at(t, c["step"]), c["name"]
+        assert "eval_loss" in c["metrics"] and "loss" in c["metrics"]
+    evals = [e["eval_loss"] for e in t.state.log_history if "eval_loss" in e]
+    assert traj.metrics("eval_loss")[1:] == evals  # every evaluation recorded, each at its own epoch
+
+
+def test_a_run_killed_between_the_trainers_save_and_the_record_resumes_with_every_step_recorded(tmp_path):
+    hf, run = tmp_path / "hf", tmp_path / "run"
+    with pytest.raises(Killed):
+        trainer(hf, run, evaluate=True, epochs=3, before=(killed_after_saving(8),)).train()
+    assert Trajectory(run, verify=False).steps == [0, 4]  # epoch 2 was saved by the Trainer, not recorded yet
+    t = trainer(hf, run, evaluate=True, epochs=3)
+    t.train(resume_from_checkpoint=True)
+    traj = Trajectory(run)
+    assert traj.complete and traj.steps == [0, 4, 8, 12]
+    for c in traj.checkpoints[1:]:
+        assert c["metrics"] == logged_at(t, c["step"]), c["name"]
+    assert len(traj.metrics("eval_loss")) == 4 and None not in traj.metrics("eval_loss")[1:]
