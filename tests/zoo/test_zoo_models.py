@@ -8,6 +8,7 @@ from zoo.models import parse_model_id
 
 SMALL = {
     "mlp2": "zoo:mlp2?width=16",
+    "mlp": "zoo:mlp?depth=2&width=16",
     "conv8": "zoo:conv8?width=0.125",
     "resnet18": "zoo:resnet18?width=0.125",
     "resnet20": "zoo:resnet20?width=0.5",
@@ -117,3 +118,26 @@ def test_import_failures_name_the_real_problem(tmp_path, monkeypatch):
 def test_bad_ids_raise_clear_errors(model_id, message):
     with pytest.raises(ZooError, match=message):
         build(model_id)
+
+
+def test_mlp_depth_counts_hidden_layers():
+    model = build("zoo:mlp?depth=7&width=128")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 8 and all(m.out_features == 128 for m in linears[:-1])
+    with pytest.raises(ZooError, match="depth and width must be >= 1"):
+        build("zoo:mlp?depth=0")
+
+
+def test_encoder_decoder_examples_are_keyword_inputs():
+    model_id = "hf:t5?d_model=32&d_ff=64&num_layers=1&num_heads=2&d_kv=16&vocab_size=64"
+    inputs = example_inputs(model_id)
+    assert sorted(inputs) == ["decoder_input_ids", "input_ids"]
+    out = build(model_id).eval()(**inputs)
+    assert out.logits.shape == (2, 4, 64)
+
+
+def test_a_factory_that_raises_is_bad_input_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "brokenmodels.py").write_text("def net(width=4):\n    raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ZooError, match=r"brokenmodels\.net .*RuntimeError: no GPU here"):
+        build("brokenmodels:net?width=8", trust_code=True)
