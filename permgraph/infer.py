@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from permgraph.activations import activation_sites
 from permgraph.axisgraph import Atom, AxisGraph
 from permgraph.rules import AxisLayouts, Context, RuleOutput, TupleLayouts, block_everything, flat_nodes, op_name, rule_for
 from permgraph.spec import Group, Member, PermSpec
@@ -239,6 +240,7 @@ def spec_from_analysis(analysis: Analysis, model_name: str = "", per_block: bool
     taken: set[str] = set()
     for root, ms in members.items():
         names[root] = _group_name(ms[0], taken)
+    sites = activation_sites(analysis, {r: names[r] for r in free}, index_of)
     groups: list[Group] = []
     for root, ms in members.items():
         outer = index_of.get(root)
@@ -255,6 +257,7 @@ def spec_from_analysis(analysis: Analysis, model_name: str = "", per_block: bool
                 structure=structure + (f", independent within each unit of {names[outer]}" if outer else ""),
                 origin=g.origin.get(root, ""),
                 indexed_by=names[outer] if outer is not None else None,
+                activations=sites.get(names[root], ()),
             )
         )
     # an indexed group comes after its index group: apply moves blocks first, then within them

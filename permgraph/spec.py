@@ -24,7 +24,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Member", "Group", "PermSpec", "SPEC_FORMAT_VERSION"]
+__all__ = ["Member", "Activation", "Group", "PermSpec", "SPEC_FORMAT_VERSION"]
 
 SPEC_FORMAT_VERSION = 1
 
@@ -68,6 +68,46 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Activation:
+    """Where a group's units live inside one value the model computes (a node of the exported
+    graph): the same strided grid as a :class:`Member`, on axis ``axis`` of the value named
+    ``node``. Permuting the weights by ``p`` permutes these units by ``p`` for every input, which
+    is what activation matching and REPAIR read (``permgraph.activations``).
+
+    ``shape`` is the value's shape at the example inputs; ``mixed`` names the other free groups
+    that also move inside this value (another axis, or another factor of this one): correlations
+    over such a value compare samples that the other permutations reorder, so collectors use only
+    sites with ``mixed == ()`` unless told otherwise."""
+
+    node: str
+    axis: int
+    axis_size: int
+    sizes: tuple[int, ...]
+    strides: tuple[int, ...]
+    group_dim: int
+    offset: int = 0
+    index_dim: int | None = None
+    shape: tuple[int, ...] = ()
+    op: str = ""
+    mixed: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """No other free group moves inside the value: its other positions are samples."""
+        return not self.mixed
+
+    def as_member(self) -> Member:
+        """The grid as a :class:`Member` (``param`` = the node's name), for ``group_rows``."""
+        return Member(self.node, self.axis, self.axis_size, self.sizes, self.strides, self.group_dim,
+                      self.offset, self.index_dim)  # fmt: skip
+
+    def describe(self) -> str:
+        """``node[axis N] structure``, for tables and messages."""
+        return f"{self.node}[axis {self.axis}] {self.as_member().structure}" + (
+            f" (mixed with {', '.join(self.mixed)})" if self.mixed else "")
+
+
+@dataclass(frozen=True)
 class Group:
     """Units that share one permutation. ``blocked`` holds the reason they may not move.
 
@@ -83,6 +123,8 @@ class Group:
     structure: str = "plain"
     origin: str = ""
     indexed_by: str | None = None
+    # the graph values the group permutes (derived data: not part of the symmetry, so not compared)
+    activations: tuple[Activation, ...] = field(default=(), compare=False)
 
     @property
     def is_free(self) -> bool:
@@ -190,6 +232,7 @@ class PermSpec:
                     structure=g.get("structure", "plain"),
                     origin=g.get("origin", ""),
                     indexed_by=g.get("indexed_by"),
+                    activations=tuple(_activation_from_dict(a) for a in g.get("activations", ())),
                 )
             )
         return cls(
@@ -238,6 +281,15 @@ class PermSpec:
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+def _activation_from_dict(a: dict[str, Any]) -> Activation:
+    return Activation(
+        node=a["node"], axis=a["axis"], axis_size=a["axis_size"], sizes=tuple(a["sizes"]),
+        strides=tuple(a["strides"]), group_dim=a["group_dim"], offset=a.get("offset", 0),
+        index_dim=a.get("index_dim"), shape=tuple(a.get("shape", ())), op=a.get("op", ""),
+        mixed=tuple(a.get("mixed", ())),
+    )  # fmt: skip
 
 
 def _prod(xs: tuple[int, ...] | list[int]) -> int:

@@ -1,0 +1,210 @@
+"""REPAIR (Jordan et al., 2023): renormalise the merged model's units toward the endpoints' statistics.
+
+Averaging two aligned models shrinks the variance of their hidden units ("variance collapse"). For
+each layer that produces a group's units (a Linear or convolution with a bias, whose output is one
+of ``Group.activations``), REPAIR measures every output channel's mean and standard deviation in
+each endpoint, and sets the merged layer's to their interpolation,
+
+    target = (1 − λ) · stat(A) + λ · stat(π B)        (or ``sum_i w_i stat_i`` for N models),
+
+folding the affine correction into the layer's weight and bias (``W[c] *= σ_t/σ_m``,
+``b[c] = (b[c] − μ_m) σ_t/σ_m + μ_t``). The merged model's statistics are measured in one pass, with
+each layer's correction applied on the fly from the batch's statistics so the layers after it see
+corrected inputs (REPAIR's reset layers in train mode do the same).
+
+A layer followed by BatchNorm is not corrected: for BatchNorm nets the repair is "BN reset", the
+running statistics re-estimated on data (:func:`reset_batchnorm`); a layer without a bias cannot
+take the shift and is left alone (``Repair.skipped`` says why, per layer).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from permgraph.activations import GraphRunner
+from permgraph.rules import op_name
+from permgraph.spec import PermSpec
+from transfer.evaluation import batch_to, model_device
+from transfer.inputs import call_model
+from transfer.merge.alignment import model_call
+from transfer.merge.path import StateDict, reiterable
+
+__all__ = ["Repair", "RepairSite", "reset_batchnorm", "has_batchnorm"]
+
+_PRODUCERS = {"aten.linear": -1, "aten.conv1d": 1, "aten.conv2d": 1, "aten.conv3d": 1, "aten.convolution": 1}
+_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class RepairSite:
+    """One layer REPAIR corrects: the graph value it produces, its channel axis, its weight and bias keys."""
+
+    node: str
+    axis: int
+    weight: str
+    bias: str
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether the model holds a BatchNorm layer with running statistics."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+@torch.no_grad()
+def reset_batchnorm(model: nn.Module, state: Mapping[str, torch.Tensor], batches: Iterable[Any]) -> StateDict:
+    """``state`` with every BatchNorm's running mean and variance re-estimated on ``batches`` (a
+    cumulative average, the model otherwise in eval mode: dropout stays off). ``model`` is not modified."""
+    work = copy.deepcopy(model)
+    work.load_state_dict(state)
+    work.eval()
+    device = model_device(work)
+    for m in work.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+    seen = False
+    for batch in batches:
+        call_model(work, batch_to(batch, device))
+        seen = True
+    if not seen:
+        raise ValueError("reset_batchnorm got no batches")
+    return {k: v.detach().clone() for k, v in work.state_dict().items()}
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.n, self.s, self.q = 0, None, None
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.double()
+        s, q = rows.sum(1), (rows * rows).sum(1)
+        self.s = s if self.s is None else self.s + s
+        self.q = q if self.q is None else self.q + q
+        self.n += rows.shape[1]
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.s / self.n
+        return mean, (self.q / self.n - mean * mean).clamp_min(0).sqrt()
+
+
+def _rows(v: torch.Tensor, axis: int) -> torch.Tensor:
+    return torch.movedim(v.detach(), axis % v.dim(), 0).reshape(v.shape[axis], -1)
+
+
+class Repair:
+    """REPAIR for one set of aligned endpoints (module docstring).
+
+    ``Repair(model, spec, endpoints, batches)`` measures each endpoint's per-channel statistics once;
+    ``repair(merged_state, weights)`` returns the merged state renormalised toward
+    ``sum_i weights[i] * stats(endpoints[i])`` (and BN-reset when the model has BatchNorm);
+    ``repair.at(state, lam)`` is the two-endpoint form, a ``transform`` for
+    :func:`transfer.merge.evaluate_path`. ``batches`` must be re-iterable (a list or a DataLoader)."""
+
+    def __init__(self, model: nn.Module, spec: PermSpec, endpoints: Sequence[Mapping[str, torch.Tensor]],
+                 batches: Iterable[Any]):  # fmt: skip
+        self.model, self.spec, self.batches = model, spec, reiterable(batches)
+        self.batchnorm = has_batchnorm(model)
+        self.skipped: dict[str, str] = {}
+        candidates = {a.node for g in spec.free_groups for a in g.activations}
+        self.runner = GraphRunner(model, candidates)
+        first = next(iter(self.batches), None)
+        if first is None:
+            raise ValueError("REPAIR needs batches of data; got none")
+        self.runner.run(*model_call(model, first))  # export once: the lifted graph names the layers' tensors
+        self.sites = self._find_sites(candidates)
+        self._axes = {s.node: s.axis for s in self.sites}
+        self.endpoint_stats = [self._measure(e) for e in endpoints] if self.sites else []
+
+    def _find_sites(self, candidates: set[str]) -> list[RepairSite]:
+        traced = self.runner.traced
+        assert traced is not None
+        param_of, out = traced.param_of, []
+        for node in traced.graph.nodes:
+            axis = _PRODUCERS.get(op_name(node.target)) if node.op == "call_function" else None
+            if axis is None or node.name not in candidates:
+                continue
+            w = node.args[1] if len(node.args) > 1 else None
+            b = node.args[2] if len(node.args) > 2 else None
+            wkey = param_of.get(getattr(w, "name", ""))
+            bkey = param_of.get(getattr(b, "name", ""))
+            if wkey is None:
+                self.skipped[node.name] = "its weight is not a state-dict tensor"
+            elif bkey is None:
+                self.skipped[node.name] = f"{wkey} has no bias to take the shift"
+            elif node.users and all(op_name(u.target) in ("aten.batch_norm", "aten._native_batch_norm_legit_no_training")
+                                    for u in node.users):  # fmt: skip
+                self.skipped[node.name] = "followed by BatchNorm (BN reset re-estimates it)"
+            elif wkey in self.spec.aliases or bkey in self.spec.aliases:
+                self.skipped[node.name] = "a tied tensor"
+            else:
+                out.append(RepairSite(node.name, axis, wkey, bkey))
+        return out
+
+    def _measure(self, state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        stats = {s.node: _Stats() for s in self.sites}
+        axes = self._axes
+
+        def measure(name: str, v: torch.Tensor) -> None:
+            if name in axes:
+                stats[name].add(_rows(v, axes[name]))
+
+        self.runner.load(state)
+        for batch in self.batches:
+            self.runner.run(*model_call(self.model, batch), measure)
+        return {k: st.mean_std() for k, st in stats.items()}
+
+    def _targets(self, weights: Sequence[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if len(weights) != len(self.endpoint_stats):
+            raise ValueError(f"{len(weights)} weights for {len(self.endpoint_stats)} endpoints")
+        out = {}
+        for s in self.sites:
+            mean = sum(w * st[s.node][0] for w, st in zip(weights, self.endpoint_stats))
+            std = sum(w * st[s.node][1] for w, st in zip(weights, self.endpoint_stats))
+            out[s.node] = (mean, std)
+        return out
+
+    def __call__(self, merged: Mapping[str, torch.Tensor], weights: Sequence[float]) -> StateDict:
+        """``merged`` repaired toward the ``weights``-interpolation of the endpoints' statistics."""
+        state = dict(merged)
+        if self.batchnorm:
+            state = reset_batchnorm(self.model, state, self.batches)
+        if not self.sites:
+            return state
+        targets, axes = self._targets(weights), self._axes
+        stats = {s.node: _Stats() for s in self.sites}
+
+        def correct(name: str, v: torch.Tensor) -> torch.Tensor | None:
+            if name not in axes:
+                return None
+            rows = _rows(v, axes[name])
+            stats[name].add(rows)
+            mean, std = rows.double().mean(1), rows.double().std(1, unbiased=False)
+            t_mean, t_std = targets[name]
+            scale = (t_std / (std + _EPS)).to(v.dtype)
+            shift = (t_mean - mean * t_std / (std + _EPS)).to(v.dtype)
+            shape = [1] * v.dim()
+            shape[axes[name] % v.dim()] = -1
+            return v * scale.view(shape) + shift.view(shape)
+
+        self.runner.load(state)
+        for batch in self.batches:
+            self.runner.run(*model_call(self.model, batch), correct)
+        for s in self.sites:
+            mean, std = stats[s.node].mean_std()
+            t_mean, t_std = targets[s.node]
+            scale = t_std / (std + _EPS)
+            w, b = state[s.weight], state[s.bias]
+            state[s.weight] = (w.double() * scale.view(-1, *([1] * (w.dim() - 1)))).to(w.dtype)
+            state[s.bias] = ((b.double() - mean) * scale + t_mean).to(b.dtype)
+        return state
+
+    def at(self, state: Mapping[str, torch.Tensor], lam: float) -> StateDict:
+        """``self(state, [1 − lam, lam])``: REPAIR at point ``lam`` of a two-model path."""
+        return self(state, [1.0 - lam, lam])
