@@ -111,3 +111,19 @@ def test_crop_flip_pads_with_black_and_keeps_pixels():
     for i in range(16):
         vals = set(out[i, 1].flatten().tolist()) - {-2.0}
         assert vals <= set(x[i, 1].flatten().tolist())
+
+
+def test_a_loader_refuses_options_it_does_not_take():
+    with pytest.raises(ZooError, match=r"dataset 'digits' has no option 'block_size'; it takes none"):
+        load("digits", block_size=8)
+    with pytest.raises(ZooError, match=r"no option 'feature'; it takes features, num_classes"):
+        load("synthetic", feature=3)
+
+
+def test_a_dataset_factory_that_raises_is_bad_input_naming_it(tmp_path, monkeypatch):
+    from zoo.data import resolve
+
+    (tmp_path / "brokendata.py").write_text("def splits(n=4):\n    raise OSError('disk gone')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ZooError, match=r"brokendata\.splits\(\{'n': 8\}\) failed: OSError: disk gone"):
+        resolve("brokendata:splits?n=8", trust_code=True)
