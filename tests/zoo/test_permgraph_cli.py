@@ -46,3 +46,16 @@ def test_bad_model_id_exits_2(capsys):
     assert main(["inspect", "zoo:nonexistent"]) == 2
     assert "error" in capsys.readouterr().err
     assert main(["inspect", "zoo:mlp2", "--input-shape", "a,b"]) == 2
+
+
+T5 = "hf:t5?d_model=32&d_ff=64&num_layers=1&num_heads=2&d_kv=16&vocab_size=64"
+
+
+def test_t5_infers_from_its_default_inputs(capsys):
+    assert main(["inspect", T5]) == 0  # input_ids and decoder_input_ids, as keyword inputs
+    assert "free groups" in capsys.readouterr().out
+
+
+def test_too_many_inputs_are_named_with_the_forward_s_arity(capsys):
+    assert main(["inspect", "zoo:mlp2?width=8", "--input", "2,784", "--input", "2,784"]) == 2
+    assert "forward takes at most 1 inputs and got 2" in capsys.readouterr().err

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ import torch
 import permgraph
 from permgraph.draw import save_png, spec_table, to_dot
 from permgraph.spec import PermSpec
-from transfer.files import atomic_write_bytes
-from zoo.cli.common import add_common_flags, run_command
+from transfer.files import atomic_write_bytes, temporary_path
+from zoo.cli.common import add_common_flags, run_command, share_common_flags
 from zoo.errors import ZooError
 
 __all__ = ["main", "parse_input"]
@@ -90,28 +89,40 @@ def _load(model_id: str, inputs: list[str] | None, seed: int) -> tuple[torch.nn.
 
 
 def _infer(args: argparse.Namespace, model: torch.nn.Module, ex_args: tuple, ex_kwargs: dict, **kw: Any):
+    outputs = getattr(args, "output", None)
     try:
-        return permgraph.infer(model, ex_args, ex_kwargs, name=args.model, per_block=args.per_block, **kw)
+        return permgraph.infer(model, ex_args, ex_kwargs, name=args.model, per_block=args.per_block,
+                               outputs=outputs, **kw)
+    except ValueError as e:
+        if outputs and "has no output" in str(e):
+            raise ZooError(f"--output: {e}") from e
+        raise
     except permgraph.TraceError as e:
-        sig = _forward_arity(model)
-        if sig is not None and sig != len(ex_args) + len(ex_kwargs):
-            raise ZooError(
-                f"{e} -- the model's forward takes {sig} inputs and got {len(ex_args) + len(ex_kwargs)}: pass "
-                "--input SHAPE once per input (e.g. --input 2,4 --input 2,3), or in Python "
-                "permgraph.infer(model, example_inputs)"
-            ) from e
+        hint = _arity_hint(model, len(ex_args) + len(ex_kwargs))
+        if hint:
+            raise ZooError(f"{e} -- {hint}") from e
         raise
 
 
-def _forward_arity(model: torch.nn.Module) -> int | None:
+def _arity_hint(model: torch.nn.Module, given: int) -> str | None:
+    """What is wrong with the number of inputs given, when the forward's signature says so (None: nothing)."""
     import inspect
 
     try:
-        params = inspect.signature(model.forward).parameters.values()
+        params = list(inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
         return None
-    return sum(1 for p in params if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY,
-                                                                                     p.POSITIONAL_OR_KEYWORD))
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional if p.default is inspect.Parameter.empty]
+    how = ("pass --input SHAPE once per input (e.g. --input 2,4 --input 2,3), or in Python "
+           "permgraph.infer(model, args, kwargs)")  # fmt: skip
+    if given < len(required):
+        return f"the model's forward needs {len(required)} inputs ({', '.join(required)}) and got {given}: {how}"
+    if given > len(positional):
+        return f"the model's forward takes at most {len(positional)} inputs and got {given}: {how}"
+    return None
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -174,8 +185,7 @@ def _written_by_us(path: Path, fmt: str) -> bool:
 
 def _save_png_atomically(analysis: Any, spec: PermSpec, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
+    tmp = temporary_path(out)  # the umask's mode (0644), not mkstemp's 0600
     try:
         save_png(analysis, spec, tmp)
         os.replace(tmp, out)
@@ -210,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--per-block", action="store_true",
                         help="let dims within each attention head / GroupNorm group permute independently")  # fmt: skip
+    common.add_argument("--output", action="append", metavar="NAME",
+                        help="an output the permutations must preserve, once per output (e.g. logits; an index for "
+                        "a tuple); the others may change (default: every output)")  # fmt: skip
     p = sub.add_parser("inspect", parents=[common], help="list the permutation groups")
     p.add_argument("--format", choices=["table", "json", "dot", "png"], default="table")
     p.add_argument("--out", help="file to write (json / dot / png)")
@@ -219,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="prove the groups by random permutation")
     p.add_argument("--trials", type=int, default=1)
     p.set_defaults(fn=_verify)
+    share_common_flags(sub)
     return parser
 
 
