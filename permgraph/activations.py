@@ -156,7 +156,9 @@ class GraphRunner:
         missing = [k for k in own if k not in self.state]
         if missing:
             raise ValueError(f"the state dict lacks {missing[:3]} of the model's graph: another architecture")
-        gm.load_state_dict({k: self.state[k] for k in own})
+        # assign: the exported module's tensors may be the model's own; copying into them would
+        # overwrite the model (and any state dict that shares its storage)
+        gm.load_state_dict({k: self.state[k].to(own[k].device) for k in own}, assign=True)
 
     def _module_for(self, args: tuple, kwargs: dict) -> torch.fx.GraphModule:
         key = tuple((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else repr(x)

@@ -151,3 +151,16 @@ def test_a_hook_that_returns_a_tensor_replaces_the_value_downstream() -> None:
     expected = model[4](torch.tanh(model[2](torch.zeros(7, 12, dtype=torch.float64))))
     torch.testing.assert_close(zeroed, expected)
     torch.testing.assert_close(runner(batches[0]), model(batches[0]))
+
+
+def test_running_other_weights_leaves_the_model_and_its_state_dict_alone() -> None:
+    model, batches = _mlp()
+    model = model.double()
+    own = model.state_dict()  # shares storage with the model's parameters
+    before = {k: v.clone() for k, v in own.items()}
+    other = {k: torch.randn_like(v) for k, v in own.items()}
+    runner = GraphRunner(model, {"relu"})
+    runner(batches[0])
+    runner.load(other)
+    torch.testing.assert_close(runner(batches[0]), torch.func.functional_call(model, other, (batches[0],)))
+    assert all(torch.equal(own[k], before[k]) for k in own)
