@@ -203,3 +203,8 @@ def _diagnose_table(r: Mapping[str, Any]) -> str:
 @register("gpt_pretrained", "pretrained scenario with gpt_tiny: Python code -> English prose", rank=43)
 class GPTPretrained(PretrainedPairs):
     """The same pipeline for the character GPT (no head to re-initialise: one vocabulary)."""
+
+
+@register("vit_pretrained", "pretrained scenario with vit_tiny: MNIST -> Fashion-MNIST, 3 seed pairs", rank=44)
+class ViTPretrained(PretrainedPairs):
+    """The same pipeline for the small ViT: its heads, query/key and value groups carry the transfer."""
