@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 __all__ = [
     "rank", "world_size", "is_main", "my_share", "all_reduce_sum", "broadcast_tensors", "broadcast_object",
-    "barrier", "init_from_env", "default_device",
+    "init_from_env", "default_device",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -78,11 +78,6 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def barrier() -> None:
-    if _active():
-        dist.barrier()
 
 
 def default_device(requested: str = "auto") -> str:

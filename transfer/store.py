@@ -38,8 +38,6 @@ class StoreError(ValueError):
 class MemoryStore:
     """Permutations and BatchNorm statistics of a transfer that writes nothing."""
 
-    persistent = False
-
     def __init__(self) -> None:
         self._perms: dict[int, Permutation] = {}
         self._bn: dict[int, State] = {}
@@ -86,7 +84,6 @@ class MemoryStore:
 class RunStore(MemoryStore):
     """The files under ``folder`` (``OUT/.state/<method>/``) that let a transfer resume."""
 
-    persistent = True
 
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
