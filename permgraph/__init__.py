@@ -15,13 +15,18 @@ at random and comparing outputs in float64.
 True
 """
 
+from permgraph import testing  # pytest helpers: permgraph.testing.assert_spec_sound
 from permgraph.apply import apply, compose, group_rows, identity_permutation, invert, random_permutation
+from permgraph.check import CheckReport, Finding, FindingKind, check_spec
 from permgraph.infer import analyse, infer
 from permgraph.spec import Group, Member, PermSpec
 from permgraph.trace import TraceError, trace
 from permgraph.verify import VerifyReport, make_trained_like, verify
 
 __all__ = [
+    "CheckReport",
+    "Finding",
+    "FindingKind",
     "Group",
     "Member",
     "PermSpec",
@@ -29,6 +34,7 @@ __all__ = [
     "VerifyReport",
     "analyse",
     "apply",
+    "check_spec",
     "compose",
     "group_rows",
     "identity_permutation",
@@ -36,6 +42,7 @@ __all__ = [
     "invert",
     "make_trained_like",
     "random_permutation",
+    "testing",
     "trace",
     "verify",
 ]

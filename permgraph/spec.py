@@ -21,7 +21,7 @@ serialise; algorithms (apply, verify, matching) only read it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 __all__ = ["Member", "Activation", "Group", "PermSpec", "SPEC_FORMAT_VERSION"]
@@ -253,21 +253,30 @@ class PermSpec:
 
     def to_rebasin(self) -> dict[str, dict]:
         """Git Re-Basin form: ``perm_to_axes`` {group: [(param, axis)]} and ``axes_to_perm``
-        {param: [group or None per axis]}. Only plain members fit that format; groups with
-        structured members are listed with their plain members only, and the structured
-        ones under ``structured`` so nothing is dropped silently."""
+        {param: [group or None per axis]}, alias keys included (a state dict holds both names of a
+        tied weight). Those dicts give one permutation per whole axis, so only groups whose every
+        member is a plain axis fit there. A group with a structured member (attention heads,
+        channels block-expanded by ``flatten``, dims indexed per head) goes whole under
+        ``structured`` {group: {"size", "indexed_by", "members": [Member fields]}}: a tool that
+        reads only the two dicts leaves it unpermuted (sound, not complete), and
+        ``permgraph.check_spec`` / ``permgraph.handspec`` read it back exactly."""
         perm_to_axes: dict[str, list[tuple[str, int]]] = {}
         axes_to_perm: dict[str, list[str | None]] = {
             k: [None] * len(s) for k, s in self.param_shapes.items()
         }
-        structured: dict[str, list[str]] = {}
+        for alias, target in self.aliases.items():
+            axes_to_perm[alias] = [None] * len(self.param_shapes.get(target, ()))
+        structured: dict[str, dict[str, Any]] = {}
         for g in self.free_groups:
-            for m in g.members:
-                if m.structure == "plain":
+            tied = list(g.members) + [replace(m, param=a) for m in g.members
+                                      for a, t in self.aliases.items() if t == m.param]
+            if g.indexed_by is None and all(m.structure == "plain" and m.index_dim is None for m in tied):
+                for m in tied:
                     perm_to_axes.setdefault(g.name, []).append((m.param, m.axis))
                     axes_to_perm.setdefault(m.param, [None] * (m.axis + 1))[m.axis] = g.name
-                else:
-                    structured.setdefault(g.name, []).append(m.describe())
+            else:
+                structured[g.name] = {"size": g.size, "indexed_by": g.indexed_by,
+                                      "members": [asdict(m) for m in tied]}
         return {"perm_to_axes": perm_to_axes, "axes_to_perm": axes_to_perm, "structured": structured}
 
     def summary(self) -> str:

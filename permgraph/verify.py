@@ -37,7 +37,7 @@ from permgraph.apply import apply, random_permutation
 from permgraph.modstate import detached_copy, tensor_attributes
 from permgraph.spec import PermSpec
 
-__all__ = ["VerifyReport", "make_trained_like", "verify"]
+__all__ = ["OutputCheck", "VerifyReport", "make_trained_like", "output_check", "verify"]
 
 # Default tolerances, relative to the largest output. A correct spec moves a pure float64
 # forward by about 1e-15 of its size and a float32 one by about 1e-6 (summation order changes
@@ -389,6 +389,54 @@ def verify(
         precision=str(bench.precision).removeprefix("torch."),
         note="; ".join(n for n in (_tolerance_note(bench, rtol), "" if ok else _held_outside(model)) if n),
     )
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """``verify``'s bench for callers that choose which groups to permute (``check_spec`` tries
+    each permutation of a hand-written spec alone): one trained-like float64 copy and its reference
+    outputs, so that each further check costs one forward. Build it with ``output_check``."""
+
+    bench: _Bench
+    reference: list[torch.Tensor]
+    scale: float
+    rtol: float
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The trained-like state dict the permutations are applied to."""
+        return self.bench.state
+
+    @property
+    def precision(self) -> str:
+        return str(self.bench.precision).removeprefix("torch.")
+
+    def random_permutation(self, spec: PermSpec) -> dict[str, torch.Tensor]:
+        """A draw that moves every free group of ``spec`` (as ``verify`` draws them)."""
+        return _moving_permutation(spec, self.bench.gen)
+
+    def change(self, state: Mapping[str, torch.Tensor]) -> float:
+        """How far ``state`` moves the outputs, relative to the largest output (inf when an
+        integer / boolean output changes)."""
+        worst, mismatches = _differences(self.reference, self.bench.run(state))
+        return float("inf") if mismatches else worst / max(self.scale, 1e-12)
+
+    def holds(self, change: float) -> bool:
+        """Whether a relative ``change`` is within ``verify``'s tolerance."""
+        scale = max(self.scale, 1e-12)
+        return change * scale <= self.rtol * scale + 1e-12
+
+
+@torch.no_grad()
+def output_check(model: torch.nn.Module, example_args: tuple[Any, ...] | Any,
+                 example_kwargs: dict[str, Any] | None = None, *, seed: int = 0,
+                 rtol: float | None = None) -> OutputCheck:
+    """The bench ``verify`` runs on (float64, trained-like values, ``verify``'s default tolerance
+    unless ``rtol`` is given), for checks of one's own permutations."""
+    example_args = example_args if isinstance(example_args, tuple) else (example_args,)
+    bench, y0 = _reference(model, seed, example_args, example_kwargs or {}, watch=rtol is None)
+    _, _, scale = _compared(y0)
+    return OutputCheck(bench, y0, scale, bench.rtol if rtol is None else rtol)
 
 
 def _moving_permutation(spec: PermSpec, gen: torch.Generator) -> dict[str, torch.Tensor]:

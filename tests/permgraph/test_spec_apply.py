@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import permgraph
-from permgraph.spec import PermSpec
+from permgraph.spec import Member, PermSpec
 
 
 def mlp():
@@ -41,8 +41,11 @@ def test_to_rebasin_lists_plain_axes_and_structured_members():
     ]
     assert rb["axes_to_perm"]["2.weight"] == [spec.free_groups[1].name, spec.free_groups[0].name]
     spec2 = permgraph.infer(conv_flatten(), (torch.randn(1, 2, 6, 6),))
-    (structured,) = spec2.to_rebasin()["structured"].values()
-    assert structured == ["3.weight[axis 1] block-expanded x16"]
+    rb2 = spec2.to_rebasin()
+    (structured,) = rb2["structured"].values()  # the group moves whole: Re-Basin cannot express its blocks
+    assert [Member(**m).describe() for m in structured["members"]] == [
+        "0.weight[axis 0] plain", "0.bias[axis 0] plain", "3.weight[axis 1] block-expanded x16"]
+    assert rb2["perm_to_axes"] == {} and rb2["axes_to_perm"]["0.weight"] == [None] * 4
 
 
 def test_block_expanded_member_moves_whole_blocks():
