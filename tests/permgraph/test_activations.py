@@ -96,8 +96,10 @@ def test_sites_are_values_computed_from_the_inputs_with_the_group_on_the_stated_
     model, batches = _mlp()
     spec = permgraph.infer(model.double(), (batches[0],))
     sites = spec.group("0.out").activations
-    assert [(a.node, a.op, a.axis, a.axis_size) for a in sites] == [("linear", "aten.linear", 1, 12),
-                                                                    ("relu", "aten.relu", 1, 12)]
+    assert [(a.node, a.op, a.axis, a.axis_size) for a in sites] == [
+        ("linear", "aten.linear", 1, 12),
+        ("relu", "aten.relu", 1, 12),
+    ]
     assert all(a.shape == (7, 12) and a.clean for a in sites)
     # the weights' transposes carry the group too, but they are not activations
     assert not any("weight" in a.node or a.op == "aten.t" for g in spec.free_groups for a in g.activations)
@@ -138,8 +140,9 @@ def test_a_smaller_last_batch_is_exported_again_and_collected() -> None:
     model, _ = _mlp()
     model = model.double()
     spec = permgraph.infer(model, (torch.randn(4, 5, dtype=torch.float64),))
-    acts = collect_activations(model, spec, [torch.randn(4, 5, dtype=torch.float64),
-                                             torch.randn(3, 5, dtype=torch.float64)], dtype=torch.float64)
+    acts = collect_activations(
+        model, spec, [torch.randn(4, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)], dtype=torch.float64
+    )
     assert acts["0.out"].shape == (12, 2 * (4 + 3))
 
 

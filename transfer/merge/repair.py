@@ -8,9 +8,11 @@ each endpoint, and sets the merged layer's to their interpolation,
     target = (1 − λ) · stat(A) + λ · stat(π B)        (or ``sum_i w_i stat_i`` for N models),
 
 folding the affine correction into the layer's weight and bias (``W[c] *= σ_t/σ_m``,
-``b[c] = (b[c] − μ_m) σ_t/σ_m + μ_t``). The merged model's statistics are measured in one pass, with
-each layer's correction applied on the fly from the batch's statistics so the layers after it see
-corrected inputs (REPAIR's reset layers in train mode do the same).
+``b[c] = (b[c] − μ_m) σ_t/σ_m + μ_t``). The merged model's statistics are measured over all the
+batches, level by level: layers that do not feed each other are measured in one pass, once every
+layer before them has been corrected, so each correction is exact for the data (REPAIR's reset layers
+normalise each batch by its own statistics during one pass instead, which is not; with identical
+endpoints this repair changes nothing).
 
 A layer followed by BatchNorm is not corrected: for BatchNorm nets the repair is "BN reset", the
 running statistics re-estimated on data (:func:`reset_batchnorm`); a layer without a bias cannot
@@ -49,6 +51,7 @@ class RepairSite:
     axis: int
     weight: str
     bias: str
+    level: int = 0  # 1 + the highest level of the sites it depends on: one measuring pass per level
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -126,6 +129,7 @@ class Repair:
         traced = self.runner.traced
         assert traced is not None
         param_of, out = traced.param_of, []
+        levels = self._levels(traced.graph, candidates)
         for node in traced.graph.nodes:
             axis = _PRODUCERS.get(op_name(node.target)) if node.op == "call_function" else None
             if axis is None or node.name not in candidates:
@@ -144,12 +148,28 @@ class Repair:
             elif wkey in self.spec.aliases or bkey in self.spec.aliases:
                 self.skipped[node.name] = "a tied tensor"
             else:
-                out.append(RepairSite(node.name, axis, wkey, bkey))
+                out.append(RepairSite(node.name, axis, wkey, bkey, levels[node.name]))
         return out
 
-    def _measure(self, state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        stats = {s.node: _Stats() for s in self.sites}
-        axes = self._axes
+    @staticmethod
+    def _levels(graph, candidates: set[str]) -> dict[str, int]:
+        """Per producing node, its level: sites of one level do not feed each other, so one pass over
+        the data measures them all, each exactly, after every lower level has been corrected."""
+        below: dict = {}  # node -> the highest level among the producer sites it depends on (-1: none)
+        level: dict[str, int] = {}
+        for node in graph.nodes:
+            deepest = max((below.get(a, -1) for a in node.all_input_nodes), default=-1)
+            if node.op == "call_function" and op_name(node.target) in _PRODUCERS and node.name in candidates:
+                level[node.name] = deepest + 1
+                deepest = deepest + 1
+            below[node] = deepest
+        return level
+
+    def _measure(self, state: Mapping[str, torch.Tensor], nodes: set[str] | None = None
+                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+        """Per-channel (mean, std) at the sites (or those in ``nodes``) of the model with ``state``."""
+        stats = {s.node: _Stats() for s in self.sites if nodes is None or s.node in nodes}
+        axes = {k: self._axes[k] for k in stats}
 
         def measure(name: str, v: torch.Tensor) -> None:
             if name in axes:
@@ -177,32 +197,19 @@ class Repair:
             state = reset_batchnorm(self.model, state, self.batches)
         if not self.sites:
             return state
-        targets, axes = self._targets(weights), self._axes
-        stats = {s.node: _Stats() for s in self.sites}
-
-        def correct(name: str, v: torch.Tensor) -> torch.Tensor | None:
-            if name not in axes:
-                return None
-            rows = _rows(v, axes[name])
-            stats[name].add(rows)
-            mean, std = rows.double().mean(1), rows.double().std(1, unbiased=False)
-            t_mean, t_std = targets[name]
-            scale = (t_std / (std + _EPS)).to(v.dtype)
-            shift = (t_mean - mean * t_std / (std + _EPS)).to(v.dtype)
-            shape = [1] * v.dim()
-            shape[axes[name] % v.dim()] = -1
-            return v * scale.view(shape) + shift.view(shape)
-
-        self.runner.load(state)
-        for batch in self.batches:
-            self.runner.run(*model_call(self.model, batch), correct)
-        for s in self.sites:
-            mean, std = stats[s.node].mean_std()
-            t_mean, t_std = targets[s.node]
-            scale = t_std / (std + _EPS)
-            w, b = state[s.weight], state[s.bias]
-            state[s.weight] = (w.double() * scale.view(-1, *([1] * (w.dim() - 1)))).to(w.dtype)
-            state[s.bias] = ((b.double() - mean) * scale + t_mean).to(b.dtype)
+        targets = self._targets(weights)
+        for level in sorted({s.level for s in self.sites}):
+            sites = [s for s in self.sites if s.level == level]
+            measured = self._measure(state, {s.node for s in sites})
+            for s in sites:
+                mean, std = measured[s.node]
+                t_mean, t_std = targets[s.node]
+                w, b = state[s.weight], state[s.bias]
+                scale, mean, t_mean = ((t_std / (std + _EPS)).to(w.device), mean.to(w.device), t_mean.to(w.device))
+                state[s.weight] = (w.double() * scale.view(-1, *([1] * (w.dim() - 1)))).to(w.dtype)
+                state[s.bias] = ((b.double() - mean) * scale + t_mean).to(b.dtype)
+        if self.batchnorm:  # a corrected layer may feed a BatchNorm further on
+            state = reset_batchnorm(self.model, state, self.batches)
         return state
 
     def at(self, state: Mapping[str, torch.Tensor], lam: float) -> StateDict:

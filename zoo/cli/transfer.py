@@ -5,6 +5,7 @@
     transfer finetune --from runs/t --epochs 1 --lr 0.01
     transfer match runs/s101 runs/s102
     transfer diagnose runs/s101 runs/s102 --png diagnose.png
+    transfer merge runs/s101 runs/s102 --align activation --repair --out runs/merge   (zoo/cli/merge.py)
 
 Methods come from the registry (:mod:`transfer.methods`). User errors (missing runs, other
 architectures, bad arguments) print one line and exit with 2.
@@ -22,6 +23,7 @@ import torch
 from transfer.distributed import default_device
 from transfer.methods import get_method, method_names
 from zoo.cli.common import add_common_flags, run_command
+from zoo.cli.merge import add_merge_parser, run_merge
 from zoo.cli.zoo import add_recipe_flags, recipe_from
 
 __all__ = ["main", "build_parser"]
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flag(m)
     m.add_argument("--restarts", type=int, default=0)
     m.add_argument("--seed", type=int, default=0)
+    add_merge_parser(sub)
     return p
 
 
@@ -255,8 +258,8 @@ def _match(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"run": _run, "finetune": _finetune, "match": _match, "diagnose": _diagnose}[args.command]
-    resumable = args.command in ("run", "finetune")
+    command = {"run": _run, "finetune": _finetune, "match": _match, "diagnose": _diagnose, "merge": run_merge}[args.command]
+    resumable = args.command in ("run", "finetune", "merge")
     hint = "; run the same command again to resume after the last finished step" if resumable else ""
     return run_command("transfer", command, args, resume_hint=hint)
 
