@@ -135,14 +135,44 @@ def _axis_gather_index(axis_size: int, members: list[tuple[Member, torch.Tensor]
 
 
 def _check_perm(spec: PermSpec, group: Group, p: torch.Tensor) -> torch.Tensor:
-    p = torch.as_tensor(p, dtype=torch.long)
+    given = torch.as_tensor(p)
+    if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
+        raise ValueError(
+            f"permutation for group {group.name!r} is a {given.dtype} tensor; pass integer indices "
+            f"(torch.long) holding each of 0..{group.size - 1} once"
+        )
+    p = given.long()
     blocks = _blocks(spec, group)
     expected = (group.size,) if blocks is None else (blocks, group.size)
     if p.dim() == 1 and blocks is not None:  # one permutation for every block
         p = p.expand(blocks, group.size)
     if tuple(p.shape) != expected:
         raise ValueError(f"permutation for group {group.name!r} has shape {tuple(p.shape)}, expected {expected}")
+    _check_is_permutation(group, p)
     return p
+
+
+def _check_is_permutation(group: Group, p: torch.Tensor) -> None:
+    """Each row of ``p`` holds every unit 0..size-1 exactly once: one sort per call, so it stays cheap
+    in the loops that apply a permutation at every step. Anything else (``torch.zeros(n)``, a repeated
+    or out-of-range index) would silently copy some units over others."""
+    n = group.size
+    if n == 0 or torch.equal(p.sort(dim=-1).values, torch.arange(n, device=p.device).expand_as(p)):
+        return
+    rows = p.reshape(-1, n)
+    for i, row in enumerate(rows):
+        counts = torch.bincount(row.clamp(0, n - 1).cpu(), minlength=n)
+        outside = row[(row < 0) | (row >= n)]
+        if outside.numel() or not bool((counts == 1).all()):
+            where = f" (block {i})" if p.dim() == 2 else ""
+            if outside.numel():
+                what = f"index {int(outside[0])} is outside 0..{n - 1}"
+            else:
+                what = f"unit {int(counts.argmax())} appears {int(counts.max())} times"
+            raise ValueError(
+                f"permutation for group {group.name!r}{where} is not a permutation of its {n} units ({what}); "
+                f"pass each of 0..{n - 1} exactly once (e.g. torch.randperm({n}))"
+            )
 
 
 def apply(spec: PermSpec, perm: Permutation, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from permgraph.apply import apply
+from transfer.checks import check_finite, check_same_architecture
 from transfer.data import as_transfer_data
 from transfer.engine import open_trajectory
 from transfer.evaluation import LossFn
@@ -128,17 +129,25 @@ def diagnose(
     options: TransferOptions | None = None,
     loss_fn: LossFn | None = None,
     example_inputs: ModelInputs | None = None,
+    model_name: str = "the model",
 ) -> Diagnosis:
     """Measure, on ``options.grad_batches`` minibatches per gradient, how well the target init's
     gradients match the source's up to a permutation, and the init/change ratio per layer. The spec
     is inferred on ``example_inputs`` (default: a training batch, called as every batch is:
-    :mod:`transfer.inputs`)."""
+    :mod:`transfer.inputs`). Inputs are checked first, as ``transfer run`` checks them (one
+    architecture, finite values; ``model_name`` is how messages name ``model``, e.g. ``"--model ID"``)."""
     options = options or TransferOptions()
     src = open_trajectory(source, "source trajectory")
+    theta1_0, theta1_T = src.init(), src.final()
+    check_same_architecture(model.state_dict(), theta1_0, f"the source trajectory {src.path} (recorded model "
+                            f"{src.model!r})", model_name)  # fmt: skip
+    check_same_architecture(model.state_dict(), target_init, "the target init", model_name)
+    check_finite(theta1_0, "the source init")
+    check_finite(theta1_T, "the source's final checkpoint")
+    check_finite(target_init, "the target init")
     data = as_transfer_data(data, num_workers=options.num_workers)
     spec = infer_spec(model, example_inputs or inputs_from_batch(model, data.example_batch()))
     sg = SyncedGradients(model, data, options, loss_fn=loss_fn)
-    theta1_0, theta1_T = src.init(), src.final()
     g1 = {k: sg.gradient(theta1_0, k=k) for k in (1, 2)}
     g2 = {k: sg.gradient(dict(target_init), k=k) for k in (1, 2)}
     perm = Matcher(spec).add(g2[1], g1[1]).solve(init=[None, "sorted"], seed=options.seed)

@@ -27,7 +27,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,10 +43,11 @@ import permgraph
 from permgraph.spec import PermSpec
 from transfer import distributed as dist
 from transfer.cache import load_spec, save_spec, spec_cache_file, spec_key
+from transfer.checks import check_finite, check_same_architecture
 from transfer.context import SourcePoints, TransferContext, transferred_state
 from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
-from transfer.files import MARKER, FolderError, atomic_write_bytes, output_folder, refuse_inputs_inside
+from transfer.files import MARKER, FolderError, atomic_write_bytes, output_folder, refuse_inputs_inside, temporary_folder
 from transfer.gradients import SyncedGradients
 from transfer.inputs import ModelInputs, infer_spec, inputs_from_batch
 from transfer.lap import LapWarm
@@ -101,25 +101,12 @@ def state_sha(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def _check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
-    for k, v in state.items():
-        if torch.is_floating_point(v) and not torch.isfinite(v).all():
-            raise TransferError(f"{what} holds NaN/inf in {k!r}; it cannot be transferred")
+    check_finite(state, what)  # one check, one message for every command (transfer.checks)
 
 
-def _check_same_architecture(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str) -> None:
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    if missing or extra:
-        raise TransferError(
-            f"{what} does not match the source's architecture: missing {missing[:5]}, "
-            f"unexpected {extra[:5]}; pass a state of the same model as the source trajectory"
-        )
-    for k, v in expected.items():
-        if tuple(v.shape) != tuple(got[k].shape):
-            raise TransferError(
-                f"{what}: {k!r} has shape {tuple(got[k].shape)}, the source has {tuple(v.shape)} "
-                "(another width or class count?)"
-            )
+def _check_same_architecture(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], what: str,
+                             model: str = "the model") -> None:  # fmt: skip
+    check_same_architecture(expected, got, what, model)
 
 
 def open_trajectory(traj: Trajectory | str | os.PathLike, what: str) -> Trajectory:
@@ -165,8 +152,11 @@ class TransferEngine:
         loss_fn: LossFn | None = None,
         spec: PermSpec | None = None,
         example_inputs: ModelInputs | None = None,
+        model_name: str | None = None,
     ) -> None:
         self.model = model
+        # how messages name the model when an input does not fit it (the CLI: "--model ID" or the recorded id)
+        self.model_name = model_name or f"the engine's model ({type(model).__name__})"
         self.example_inputs = example_inputs
         self.options = options or TransferOptions()
         if self.options.device == "auto":
@@ -299,7 +289,8 @@ class TransferEngine:
         if len(src) < 2:
             raise TransferError(f"source trajectory {src.path} has {len(src)} checkpoint(s); it needs init and final")
         theta1_0 = src.init()
-        _check_same_architecture(self.model.state_dict(), theta1_0, f"source trajectory {src.path} (model {src.model!r})")
+        _check_same_architecture(self.model.state_dict(), theta1_0, f"the source trajectory {src.path} (recorded model "
+                                 f"{src.model!r})", self.model_name)  # fmt: skip
         _check_finite(theta1_0, "the source init")
         _check_finite(src.final(), "the source's final checkpoint")
         return src
@@ -310,7 +301,7 @@ class TransferEngine:
         else:
             run = open_trajectory(target_init, "target init")
             theta2_0, desc = run.init(), str(run.path)
-        _check_same_architecture(self.model.state_dict(), theta2_0, "the target init")
+        _check_same_architecture(self.model.state_dict(), theta2_0, f"the target init ({desc})", self.model_name)
         _check_finite(theta2_0, "the target init")
         return theta2_0, desc
 
@@ -320,7 +311,7 @@ class TransferEngine:
         if target is None:
             raise TransferError(f"{cls.name} needs the real target run: pass target= (CLI: --target RUN)")
         tgt = open_trajectory(target, "target run")
-        _check_same_architecture(self.model.state_dict(), tgt.final(), f"target run {tgt.path}")
+        _check_same_architecture(self.model.state_dict(), tgt.final(), f"the target run {tgt.path}", self.model_name)
         t_init = tgt.init()
         if any(not torch.equal(t_init[k], theta2_0[k]) for k in theta2_0 if torch.is_floating_point(theta2_0[k])):
             raise TransferError(
@@ -714,7 +705,7 @@ class _Outputs:
     def _write_trajectory(self) -> None:
         method, T = self.setting["method"], self.ctx.options.T
         folder = self.out / method
-        tmp = Path(tempfile.mkdtemp(prefix=f".{method}.", dir=self.out))
+        tmp = temporary_folder(self.out, f".{method}.")  # the umask's mode, not mkdtemp's 0700
         try:
             writer = TrajectoryWriter(tmp, model=self.setting["model"], data=self.setting["data"],
                                       seed=self.setting["seed"], config=self.setting)  # fmt: skip

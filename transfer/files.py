@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "atomic_write_bytes", "atomic_write_json", "fsync_dir", "temporary_path", "FolderError", "LockError",
-    "claim_folder", "refuse_inputs_inside", "folder_lock", "output_folder", "MARKER",
+    "atomic_write_bytes", "atomic_write_json", "fsync_dir", "temporary_path", "temporary_folder", "FolderError",
+    "LockError", "claim_folder", "refuse_inputs_inside", "folder_lock", "output_folder", "MARKER", "file_mode",
+    "folder_mode", "current_umask", "sha256_file",
 ]  # fmt: skip
 
 
@@ -55,11 +56,48 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it where the platform shows it: Linux's
+    ``/proc/self/status``; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0644 under the usual umask 022.
+    Temporary files (``mkstemp``: always 0600) get it before they are renamed into place, so a run
+    shared with colleagues is as readable as any file the user writes."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder: 0755 under the usual umask (``mkdtemp`` gives 0700)."""
+    return 0o777 & ~current_umask()
+
+
 def temporary_path(path: Path) -> Path:
-    """A new empty file beside ``path`` (same folder, so ``os.replace`` onto ``path`` is atomic)."""
+    """A new empty file beside ``path`` (same folder, so ``os.replace`` onto ``path`` is atomic), with
+    the mode the umask gives a new file (:func:`file_mode`), not ``mkstemp``'s 0600."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     return Path(tmp)
+
+
+def temporary_folder(parent: Path, prefix: str) -> Path:
+    """A new empty folder in ``parent`` (to be renamed into place), with :func:`folder_mode`."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, folder_mode())
+    return tmp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -110,18 +148,21 @@ def claim_folder(path: str | os.PathLike, tool: str, owned: Callable[[str], bool
     """Make ``path`` an output folder of ``tool``, refusing one that holds someone else's files.
 
     A folder is ``tool``'s when it is new or empty (it is created and marked), carries the marker of
-    an earlier call, or holds only entries ``owned(name)`` recognises as what ``tool`` writes (a run
-    from before markers existed; it is marked now). Anything else is refused before any work, so a
-    command never writes into, and never replaces inside, a folder it did not make.
+    an earlier run, or holds only entries ``owned(name)`` recognises as what ``tool`` writes (a run
+    from before markers existed; it is marked now). An entry is judged by its content too: a sub-folder
+    named like one the tool writes (``fgmt/``, ``finetune_gmt/``) is the tool's only when it is a
+    trajectory folder (:func:`_trajectory_like`), so a user's ``fgmt/readme.md`` is never mistaken for
+    ours. Anything else is refused before any work, so a command never writes into, and never replaces
+    inside, a folder it did not make.
     """
     path = Path(path)
     problem = _describe_path_problem(path)
     if problem:
         raise FolderError(problem)
     if path.exists():
-        entries = [p.name for p in path.iterdir()]
-        if MARKER not in entries:
-            foreign = sorted(n for n in entries if not owned(n))
+        entries = list(path.iterdir())
+        if not any(p.name == MARKER for p in entries):
+            foreign = sorted(_foreign_entries(entries, owned))
             if foreign:
                 shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
                 raise FolderError(
@@ -134,36 +175,78 @@ def claim_folder(path: str | os.PathLike, tool: str, owned: Callable[[str], bool
     return path
 
 
+def _foreign_entries(entries: list[Path], owned: Callable[[str], bool]) -> list[str]:
+    """The entries of an unmarked folder that the tool did not write (shown as ``name`` or ``dir/name``)."""
+    foreign = []
+    for p in entries:
+        if not owned(p.name):
+            foreign.append(p.name)
+        elif p.is_dir() and not p.name.startswith("."):
+            foreign += [f"{p.name}/{n}" for n in _trajectory_like(p)]
+    return foreign
+
+
+# what a sub-folder the tools write may hold: a trajectory (zoo train, transfer run's OUT/<method>,
+# transfer match's permuted run), with the training loop's resume state
+_SUBFOLDER_FILES = ("manifest.json", "train_state.json")
+
+
+def _trajectory_like(folder: Path) -> list[str]:
+    """Why ``folder`` is not a sub-folder the tool wrote: the names of its entries no tool writes
+    (none when it carries the marker, or is a trajectory: ``manifest.json`` and safetensors files)."""
+    names = [p.name for p in folder.iterdir()]
+    if MARKER in names:
+        return []
+    odd = sorted(n for n in names if not (n.startswith(".") or n in _SUBFOLDER_FILES or n.endswith(".safetensors")))
+    if not odd and names and "manifest.json" not in names:
+        odd = ["no manifest.json"]
+    return odd
+
+
 @contextmanager
 def output_folder(path: str | os.PathLike, tool: str, owned: Callable[[str], bool], command: str = "") -> Iterator[Path]:
     """Claim ``path`` for ``tool`` (:func:`claim_folder`) and hold its lock (:func:`folder_lock`) for
-    the duration. If the call created the folder and fails leaving nothing in it, the folder is
-    removed again: a failed command leaves no trace."""
+    the duration. A refused or failed command leaves no trace: if it wrote nothing, the marker and
+    lock file it added are removed again, and so is the folder if the call created it."""
     path = Path(path)
-    created = not path.exists()
+    created = [p for p in (path, *path.parents) if not p.exists()]  # the folders this call makes, deepest first
+    before = {p.name for p in path.iterdir()} if path.is_dir() else set()
     claim_folder(path, tool, owned)
     try:
         with folder_lock(path, command):
             yield path
     except BaseException:
-        if created:
-            _unclaim_if_empty(path)
+        _unclaim_if_untouched(path, before, created)
         raise
 
 
-def _unclaim_if_empty(path: Path) -> None:
+def _unclaim_if_untouched(path: Path, before: set[str], created: list[Path]) -> None:
+    """Undo a claim that wrote nothing: remove the bookkeeping this call added (marker, lock file, empty
+    folders), and the folder itself (with the parents made for it) if the call created it. Anything else written stays (a run
+    interrupted after its first step resumes from it, so it keeps its marker too)."""
     bookkeeping = {MARKER, ".lock"}
     try:
-        rest = [p for p in path.iterdir() if p.name not in bookkeeping]
-        if any(p.is_file() or any(p.iterdir()) for p in rest):
+        added = [p for p in path.iterdir() if p.name not in before and p.name not in bookkeeping]
+        if any(not _empty_tree(p) for p in added):
             return
-        for p in rest:
-            p.rmdir()
-        for name in bookkeeping:
+        for p in added:
+            _remove_empty_tree(p)
+        for name in bookkeeping - before:
             (path / name).unlink(missing_ok=True)
-        path.rmdir()
+        for folder in created:  # the output folder, then the parents made for it, while empty
+            folder.rmdir()
     except OSError:
         pass
+
+
+def _empty_tree(p: Path) -> bool:
+    return p.is_dir() and not p.is_symlink() and all(_empty_tree(c) for c in p.iterdir())
+
+
+def _remove_empty_tree(p: Path) -> None:
+    for c in p.iterdir():
+        _remove_empty_tree(c)
+    p.rmdir()
 
 
 def refuse_inputs_inside(folder: Path, inputs: dict[str, Path | None]) -> None:

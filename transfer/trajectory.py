@@ -28,6 +28,7 @@ schedules of :func:`schedule_lambdas`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "checkpoint_filename",
+    "tensors_sha256",
+    "REBUILD",
 ]
 
 FORMAT = "permgraph-trajectory"
@@ -64,6 +67,12 @@ SCHEDULES = ("uniform", "cosine")
 class TrajectoryError(ValueError):
     """A trajectory folder is missing, corrupt, or does not match what was asked for."""
 
+
+# the advice a damaged or missing manifest gives: the checkpoints are intact and describe themselves
+REBUILD = (
+    "the checkpoints in the folder are kept and carry their own metadata: rebuild the manifest from them with "
+    "`zoo repair {path}` (nothing is deleted; in Python: transfer.rebuild.rebuild_manifest)"
+)
 
 # the advice every damaged-checkpoint message gives; following it works (tests/reliability)
 REGENERATE = (
@@ -87,6 +96,18 @@ def _to_json_value(v: Any) -> Any:
     if hasattr(v, "item") and callable(v.item):  # numpy scalars
         return v.item()
     return v
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """A hash of a state's content (names, dtypes, shapes, bytes; in name order), independent of the
+    file format: a checkpoint carries it, so its tensors can be checked without a manifest."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().to("cpu").contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _cpu_copies(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -174,10 +195,7 @@ class TrajectoryWriter:
         final = self.path / fname
         tmp = temporary_path(final)
         try:
-            # one metadata key: safetensors stores metadata in a hash map, so two keys come out in a
-            # random order per process and identical runs would write different bytes
-            about = json.dumps({"model": self.manifest["model"], "step": step}, sort_keys=True)
-            save_file(tensors, str(tmp), metadata={"permgraph": about})
+            save_file(tensors, str(tmp), metadata={"permgraph": self._about(tensors, step, epoch, name, metrics)})
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             digest = sha256_file(tmp)
@@ -202,6 +220,18 @@ class TrajectoryWriter:
         self.manifest["complete"] = False
         self._write_manifest()
         return entry
+
+    def _about(self, tensors: dict[str, torch.Tensor], step: int, epoch: float, name: str | None, metrics: Any) -> str:
+        """What a checkpoint says about itself (its safetensors metadata): its manifest entry, the run's
+        header, and a hash of its tensors, so that a lost or damaged manifest can be rebuilt from the
+        checkpoints alone (:func:`transfer.rebuild.rebuild_manifest`). One metadata key: safetensors
+        keeps metadata in a hash map, so several keys come out in a random order per process and
+        identical runs would write different bytes."""
+        header = {k: self.manifest[k] for k in ("model", "data", "seed", "config")}
+        entry = {"name": name if name is not None else ("init" if step == 0 else f"step_{step}"), "step": step,
+                 "epoch": float(epoch), "metrics": _to_json_value(metrics or {})}  # fmt: skip
+        about = {**header, **entry, "format": FORMAT, "tensors_sha256": tensors_sha256(tensors)}
+        return json.dumps(about, sort_keys=True, allow_nan=True)
 
     def truncate_after(self, step: int) -> None:
         """Forget the checkpoints recorded after ``step`` (a training loop resumed from an earlier point
@@ -248,7 +278,7 @@ def _check_entries(path: Path, manifest: dict) -> None:
         if not ok:
             raise TrajectoryError(
                 f"corrupt manifest {path / MANIFEST}: a checkpoint entry is not what TrajectoryWriter writes "
-                f"({str(c)[:80]}); {REGENERATE}"
+                f"({str(c)[:80]}); {REBUILD.format(path=path)}"
             )
 
 
@@ -263,16 +293,16 @@ def _read_manifest(path: Path) -> dict:
         )
     mpath = path / MANIFEST
     if not mpath.exists():
+        if any(path.glob("ckpt_*.safetensors")):
+            raise TrajectoryError(f"{mpath} is missing; {REBUILD.format(path=path)}")
         raise TrajectoryError(
             f"{mpath} is missing, so {path} is not a trajectory folder; pass the folder that "
-            "`zoo train --out` wrote, or re-run training to regenerate it"
+            "`zoo train --out` wrote"
         )
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TrajectoryError(
-            f"corrupt manifest {mpath} ({e}); delete the folder and re-run training to regenerate it"
-        ) from e
+        raise TrajectoryError(f"corrupt manifest {mpath} ({e}); {REBUILD.format(path=path)}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
         raise TrajectoryError(
@@ -284,7 +314,7 @@ def _read_manifest(path: Path) -> dict:
             "upgrade permgraph"
         )
     if not isinstance(manifest.get("checkpoints"), list) or "model" not in manifest:
-        raise TrajectoryError(f"corrupt manifest {mpath}: no 'model' or 'checkpoints'; re-run training")
+        raise TrajectoryError(f"corrupt manifest {mpath}: no 'model' or 'checkpoints'; {REBUILD.format(path=path)}")
     return manifest
 
 

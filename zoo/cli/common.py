@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 
 from permgraph.trace import TraceError
+from transfer.checks import InputError
 from transfer.data import DataError
 from transfer.files import FolderError, LockError
 from transfer.methods import MethodError
@@ -23,20 +24,36 @@ from transfer.store import StoreError
 from transfer.trajectory import TrajectoryError
 from zoo.errors import ZooError
 
-__all__ = ["USER_ERRORS", "run_command", "add_common_flags", "OK", "FAILED", "BAD_INPUT", "INTERNAL", "INTERRUPTED"]
+__all__ = [
+    "USER_ERRORS", "run_command", "add_common_flags", "share_common_flags",
+    "OK", "FAILED", "BAD_INPUT", "INTERNAL", "INTERRUPTED",
+]  # fmt: skip
 
 OK, FAILED, BAD_INPUT, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 130
 
 # errors a user can fix: their messages say what is wrong and what to do
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ZooError, TransferError, TrajectoryError, OptionsError, DataError, StoreError, MethodError, TraceError,
-    FolderError, LockError, FloatingPointError,
+    FolderError, LockError, FloatingPointError, InputError,
 )  # fmt: skip
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
+
+
+def share_common_flags(sub: argparse._SubParsersAction) -> None:
+    """``-v`` and ``--debug`` after the sub-command too (``transfer run ... -v``), as well as before it.
+    Call it once every sub-command is added. The sub-commands' copies default to "not given", so a flag
+    given before the sub-command is kept."""
+    for parser in sub.choices.values():
+        for flags, text in ((("-v", "--verbose"), "log progress details"),
+                            (("--debug",), "print the traceback of an internal error")):  # fmt: skip
+            try:
+                parser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, help=text)
+            except argparse.ArgumentError:  # the sub-command defines it itself
+                pass
 
 
 def _one_line(error: BaseException) -> str:

@@ -3,7 +3,9 @@
     transfer run --method fgmt --source runs/s101 --target-init runs/s102 --data mnist --out runs/t
     transfer run --method oracle --source runs/s101 --target-init runs/s102 --target runs/s102 --out runs/t
     transfer finetune --from runs/t --epochs 1 --lr 0.01
-    transfer match runs/s101 runs/s102
+    transfer match runs/s101 runs/s102 --out runs/match
+    transfer run ... --model mypkg.models:net --data mypkg.data:splits   (your own model and datasets;
+        --model / --data / --input work the same way on run, diagnose, match and finetune)
     transfer diagnose runs/s101 runs/s102 --png diagnose.png
     transfer merge runs/s101 runs/s102 --align activation --repair --out runs/merge   (zoo/cli/merge.py)
 
@@ -22,7 +24,7 @@ import torch
 
 from transfer.distributed import default_device
 from transfer.methods import get_method, method_names
-from zoo.cli.common import add_common_flags, run_command
+from zoo.cli.common import add_common_flags, run_command, share_common_flags
 from zoo.cli.merge import add_merge_parser, run_merge
 from zoo.cli.zoo import add_recipe_flags, recipe_from
 
@@ -66,16 +68,39 @@ def _model_for(args: argparse.Namespace, recorded: str):
     return build(recorded)
 
 
+def model_name(args: argparse.Namespace, recorded: str) -> str:
+    """How messages name the model a command builds: the ``--model`` the user typed, or the id the source records."""
+    return f"--model {args.model!r}" if args.model else f"the source's recorded model {recorded!r}"
+
+
+def _add_data_flags(p: argparse.ArgumentParser, what: str = "the source run's") -> None:
+    p.add_argument("--data", default=None,
+                   help="dataset name, or your own pkg.mod:factory returning (train_dataset, val_dataset) whose items "
+                   f"are (x, y) pairs or dicts (default: {what} dataset name)")  # fmt: skip
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for your own datasets")
+
+
+def _add_input_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", action="append", default=None, metavar="SHAPE[:DTYPE]",
+                   help="infer the spec on these inputs, once per positional input (e.g. --input 2,16:long) "
+                   "instead of a batch of the data")  # fmt: skip
+
+
+def _inputs_for(args: argparse.Namespace):
+    """``--input`` as example inputs, or None (a batch of the data is used)."""
+    from transfer.inputs import inputs_from_shapes
+
+    return inputs_from_shapes(args.input) if args.input else None
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="transfer a source trajectory onto a target init")
     r.add_argument("--method", type=_methods, required=True, help=_method_help())
     r.add_argument("--source", required=True, help="source trajectory folder (zoo train --out)")
     _add_model_flag(r)
     r.add_argument("--target-init", required=True, type=_target_init, help="run folder (its init) or int seed")
-    r.add_argument("--data", default=None,
-                   help="dataset name, or your own pkg.mod:factory returning (train_dataset, val_dataset) "
-                   "(default: the source run's dataset name)")  # fmt: skip
-    r.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for your own datasets")
+    _add_data_flags(r)
+    _add_input_flag(r)
     r.add_argument("--target", default=None, help="the real target run (oracle only)")
     r.add_argument("--T", type=int, default=5, help="transfer steps (default 5)")
     r.add_argument("--schedule", choices=("uniform", "cosine"), default="uniform")
@@ -109,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--from", dest="src", required=True, help="a `transfer run` output folder")
     f.add_argument("--method", default=None, help="which method's trajectory (default: the best one)")
     _add_model_flag(f)
+    _add_data_flags(f, "the transferred run's")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", default=None, help="trajectory folder (default FROM/finetune_METHOD)")
     add_recipe_flags(f, epochs_required=False, lr_default=0.01)
@@ -116,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("source", help="source trajectory folder")
     d.add_argument("target_init", type=_target_init, help="run folder (its init) or int seed")
     _add_model_flag(d)
-    d.add_argument("--data", default=None, help="dataset name or your pkg.mod:factory (default: the source run's)")
-    d.add_argument("--num-workers", type=int, default=0)
+    _add_data_flags(d)
+    _add_input_flag(d)
     d.add_argument("--grad-batches", type=int, default=20, help="minibatches per gradient (default 20)")
     d.add_argument("--batch-size", type=int, default=128)
     d.add_argument("--seed", type=int, default=0)
@@ -128,9 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("a")
     m.add_argument("b")
     _add_model_flag(m)
+    _add_data_flags(m, "run A's")
+    _add_input_flag(m)
     m.add_argument("--restarts", type=int, default=0)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", default=None, help="output folder (default runs/match/A_to_B): the permutation, run B "
+                   "permuted onto A (b_permuted/) and results.json")  # fmt: skip
+    m.add_argument("--no-progress", action="store_true")
     add_merge_parser(sub)
+    share_common_flags(sub)
     return p
 
 
@@ -146,19 +178,16 @@ def _options(args: argparse.Namespace):
     )  # fmt: skip
 
 
-def _data_for(args: argparse.Namespace, recorded: str):
-    """``--data`` (typed: a dataset name or the user's pkg.mod:factory) or the name the source records."""
-    from transfer.data import DatasetData
+def _data_for(args: argparse.Namespace, recorded: str, where: str = ""):
+    """``--data`` (typed: a dataset name or the user's pkg.mod:factory, trusted) or the name ``where``
+    (the source run) records (a built-in name only): :func:`zoo.train.open_data`, on every command."""
     from transfer.results import TransferError
-    from zoo.data import resolve
+    from zoo.train import open_data
 
     name = args.data or recorded
     if not name:
-        raise TransferError(f"{args.source} records no dataset name; pass --data")
-    data = resolve(name, trust_code=bool(args.data))
-    if isinstance(data, (tuple, list)):  # the user's (train_dataset, val_dataset)
-        return DatasetData(name, data[0], data[1], num_workers=args.num_workers)
-    return data
+        raise TransferError(f"{where or getattr(args, 'source', 'the run')} records no dataset name; pass --data")
+    return open_data(name, trust_code=bool(args.data), num_workers=args.num_workers)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -178,7 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         init = f"seed{args.target_init}" if isinstance(args.target_init, int) else Path(args.target_init).name
         out = str(Path("runs") / "transfer" / f"{Path(args.source).name}_to_{init}")
     startup, t0 = process_age(), time.perf_counter()  # start-up: interpreter, imports, model: results.json "phases"
-    engine = TransferEngine(model, _data_for(args, src.data), options)
+    engine = TransferEngine(model, _data_for(args, src.data), options, model_name=model_name(args, src.model),
+                            example_inputs=_inputs_for(args))  # fmt: skip
     engine.note_phase("data", time.perf_counter() - t0)
     if startup is not None:
         engine.note_phase("startup", startup)
@@ -202,9 +232,10 @@ def _finetune(args: argparse.Namespace) -> int:
     from zoo.finetune import finetune
     from zoo.train import TrainControl
 
+    data = _data_for(args, "") if args.data else None  # None: the name results.json records (built-ins only)
     control = TrainControl(device=default_device(args.device), progress=not args.no_progress, trust_code=bool(args.model))
-    traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, dest=args.out, control=control,
-                    model=args.model)  # fmt: skip
+    traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, data=data, dest=args.out,
+                    control=control, model=args.model)  # fmt: skip
     accs = " ".join(f"{100 * a:5.1f}" for a in traj.metrics("val_acc"))
     print(f"fine-tuned from {traj.checkpoints[0]['name']}: val accuracy (%) per epoch {accs}   -> {traj.path}")
     return 0
@@ -226,7 +257,8 @@ def _diagnose(args: argparse.Namespace) -> int:
         init = open_trajectory(init, "target init").init()
     options = TransferOptions(grad_batches=args.grad_batches, batch_size=args.batch_size, seed=args.seed,
                               device=default_device(args.device), num_workers=args.num_workers)  # fmt: skip
-    result = diagnose(_model_for(args, src.model), _data_for(args, src.data), src, init, options)
+    result = diagnose(_model_for(args, src.model), _data_for(args, src.data), src, init, options,
+                      model_name=model_name(args, src.model), example_inputs=_inputs_for(args))  # fmt: skip
     print(result.summary())
     if args.png:
         plot_diagnosis(result, args.png, title=f"{args.source} -> {args.target_init}")
@@ -238,21 +270,39 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _match(args: argparse.Namespace) -> int:
-    from transfer.align import align
+    from transfer.align import align, write_match
     from transfer.engine import open_trajectory
-    from zoo.models import example_inputs
+    from transfer.inputs import ModelInputs, inputs_from_batch
 
-    model_id = args.model or open_trajectory(args.a, "run A").model
+    run_a = open_trajectory(args.a, "run A")
+    model_id = args.model or run_a.model
     model = _model_for(args, model_id)
-    inputs = example_inputs(model_id, trust_code=bool(args.model))
-    res = align(args.a, args.b, model=model, example_inputs=inputs, seed=args.seed, restarts=args.restarts)
+    inputs = _inputs_for(args)
+    if inputs is None and args.data:  # a batch of the user's data, called as training calls it
+        inputs = inputs_from_batch(model, _data_for(args, "", where="run A").example_batch())
+    if inputs is None:
+        from zoo.models import example_inputs
+
+        try:
+            inputs = ModelInputs(tuple(example_inputs(model_id, trust_code=bool(args.model))), {}, "the model's own")
+        except Exception as e:  # noqa: BLE001 - no default inputs: say how to give them
+            from zoo.errors import ZooError
+
+            raise ZooError(f"no example inputs known for {model_id!r} ({e}); pass --data (a batch of it is used) or "
+                           "--input SHAPE[:DTYPE] once per input (e.g. --input 2,16:long)") from e  # fmt: skip
+    res = align(run_a, args.b, model=model, example_inputs=inputs, seed=args.seed, restarts=args.restarts)
+    out = args.out or str(Path("runs") / "match" / f"{Path(args.a).name}_to_{Path(args.b).name}")
+    summary = write_match(out, res, model=model_id, progress=not args.no_progress)
     print(f"weight matching {args.b} onto {args.a}: {len(res['perm'])} groups, {res['lsa_calls']} LSA calls, "
-          f"{res['seconds']:.2f} s")  # fmt: skip
-    print(f"  objective <A, pi B>      {res['objective']:.6g}")
-    print(f"  ||A - B||  before        {res['distance_before']:.6g}")
-    print(f"  ||A - pi B|| after       {res['distance_after']:.6g}")
-    moved = ", ".join(f"{g}: {n}" for g, n in res["moved_units"].items())
-    print(f"  units moved per group    {moved}")
+          f"{res['seconds']:.2f} s   -> {out}/results.json")  # fmt: skip
+    print(f"  objective <A, pi B>      {summary['objective_before']:.6g} -> {summary['objective_after']:.6g}")
+    print(f"  ||A - pi B||             {res['distance_before']:.6g} -> {res['distance_after']:.6g}")
+    width = max((len(g) for g in res["groups"]), default=0)
+    print("  per group: units moved, agreement (cosine of A and B over the group's tensors) before -> after")
+    for g, row in res["groups"].items():
+        print(f"    {g:{width}s}  {row['moved']:>5}/{row['size']:<5}  {row['agreement_before']:6.3f} -> "
+              f"{row['agreement_after']:6.3f}")  # fmt: skip
+    print(f"  run B permuted onto A    {out}/b_permuted")
     return 0
 
 
