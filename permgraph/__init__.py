@@ -19,6 +19,8 @@ from permgraph import testing  # pytest helpers: permgraph.testing.assert_spec_s
 from permgraph.apply import apply, compose, group_rows, identity_permutation, invert, random_permutation
 from permgraph.check import CheckReport, Finding, FindingKind, check_spec
 from permgraph.infer import analyse, infer
+from permgraph.rules.public import register_rule, registered_rule, unregister_rule
+from permgraph.rules.selfcheck import RuleCheck, assert_rule_sound, check_rule
 from permgraph.spec import Group, Member, PermSpec
 from permgraph.trace import TraceError, trace
 from permgraph.verify import VerifyReport, make_trained_like, verify
@@ -30,10 +32,13 @@ __all__ = [
     "Group",
     "Member",
     "PermSpec",
+    "RuleCheck",
     "TraceError",
     "VerifyReport",
     "analyse",
     "apply",
+    "assert_rule_sound",
+    "check_rule",
     "check_spec",
     "compose",
     "group_rows",
@@ -42,7 +47,10 @@ __all__ = [
     "invert",
     "make_trained_like",
     "random_permutation",
+    "register_rule",
+    "registered_rule",
     "testing",
     "trace",
+    "unregister_rule",
     "verify",
 ]

@@ -12,7 +12,8 @@ just an ``addmm`` with an (in, out) weight and needs nothing special.
 ``context`` holds the API a rule is written against (``Context``, ``register``, the
 ``RuleOutput`` shapes); each other module holds one family of ops. Adding an op is one
 ``@register``-ed function in the module of its family (and one row of
-``tests/permgraph/test_op_table.py``).
+``tests/permgraph/test_op_table.py``). A user's own module adds rules with
+``register_rule`` (``public``) and proves them with ``check_rule`` (``selfcheck``).
 
 >>> "aten.linear" in RULES and "aten.special_i0" not in RULES
 True
@@ -24,6 +25,7 @@ from permgraph.rules import (  # noqa: F401  (imported for their @register side 
     contractions,
     conv,
     embedding,
+    experts,
     factories,
     norms,
     ordering,
@@ -46,6 +48,7 @@ from permgraph.rules.context import (
     register,
     rule_for,
 )
+from permgraph.rules.public import register_rule, registered_rule, rule_key, unregister_rule, user_rules
 
 __all__ = [
     "RULES",
@@ -58,5 +61,10 @@ __all__ = [
     "flat_nodes",
     "op_name",
     "register",
+    "register_rule",
+    "registered_rule",
     "rule_for",
+    "rule_key",
+    "unregister_rule",
+    "user_rules",
 ]

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 import torch.fx
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from permgraph.axisgraph import AxisGraph, Layout, LayoutMismatch
 
@@ -47,6 +48,7 @@ __all__ = [
     "TupleLayouts",
     "bind_arguments",
     "block_everything",
+    "concrete_size",
     "dim_index",
     "flat_nodes",
     "fresh_like",
@@ -155,7 +157,7 @@ class Context:
         """A tensor argument's shape on the example inputs; ``()`` for anything else."""
         val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else arg
         if isinstance(val, torch.Tensor):
-            return tuple(int(s) for s in val.shape)
+            return tuple(concrete_size(s) for s in val.shape)
         return ()
 
     @staticmethod
@@ -168,7 +170,7 @@ class Context:
         val = self.example_output
         if i is not None:
             val = val[i]
-        return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else ()
+        return tuple(concrete_size(s) for s in val.shape) if isinstance(val, torch.Tensor) else ()
 
     # -- building layouts ------------------------------------------------------------
     def fresh(self, size: int, blocked: str | None = "", role: str | None = None) -> Layout:
@@ -246,6 +248,16 @@ def bind_arguments(node: torch.fx.Node) -> dict[str, Any]:
     return out
 
 
+def concrete_size(s: Any) -> int:
+    """A dimension's length on the example inputs; 0 for a data-dependent one (the number
+    of tokens routed to one expert, ``torch.where(mask)``): its atoms are blocked, as any of
+    length under 2, so no permutation is claimed along an axis of unknown length."""
+    try:
+        return int(s)
+    except GuardOnDataDependentSymNode:
+        return 0
+
+
 def dim_index(d: int, ndim: int) -> int:
     """A possibly negative dim as an index into a tensor's ``ndim`` axes.
 
@@ -278,7 +290,7 @@ def block_everything(ctx: Context, why: str) -> RuleOutput:
 def fresh_like(ctx: Context, val: Any, why: str) -> RuleOutput:
     """New blocked atoms shaped like an example value (a tensor, or a tuple of values)."""
     if isinstance(val, torch.Tensor):
-        return [ctx.fresh(int(s), why) for s in val.shape]
+        return [ctx.fresh(concrete_size(s), why) for s in val.shape]
     if isinstance(val, (list, tuple)):
         return TupleLayouts(tuple(fresh_like(ctx, v, why) for v in val))
     return None

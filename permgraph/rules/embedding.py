@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from permgraph.rules.context import Context, RuleOutput, register
+from permgraph.rules.experts import pick
 
 
 @register("aten.embedding")
@@ -11,5 +12,5 @@ def _embedding(ctx: Context) -> RuleOutput:
     to a head that shares the weight)."""
     w, ids = ctx["weight"], ctx["indices"]
     tw = ctx.layouts(w)
-    ctx.block(tw[0], "embedding rows are indexed by token ids")
+    pick(ctx, tw[0], ids, "embedding rows are indexed by token ids")
     return ctx.layouts(ids) + [tw[1]]

@@ -24,7 +24,7 @@ def _block_order(ctx: Context, dims: Any) -> RuleOutput:
     return t
 
 
-@register("aten.cumsum", "aten.cumprod", "aten.cummax", "aten.cummin", "aten.sort", "aten.topk", "aten.argsort")
+@register("aten.cumsum", "aten.cumprod", "aten.cummax", "aten.cummin", "aten.sort", "aten.argsort")
 def _along_dim(ctx: Context) -> RuleOutput:
     """Scans and sorts along ``dim``."""
     return _block_order(ctx, ctx["dim"])

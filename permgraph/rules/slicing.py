@@ -20,6 +20,7 @@ from permgraph.rules.context import (
     dim_index,
     register,
 )
+from permgraph.rules.experts import pick
 
 
 @register("aten.slice", "aten.slice_copy")
@@ -108,9 +109,10 @@ def _index_select(ctx: Context) -> RuleOutput:
     """Units picked by a list of positions."""
     t = ctx.layouts(ctx["self"])
     d = dim_index(ctx["dim"], len(t))
-    ctx.block(t[d], "index_select picks units by position")
+    pick(ctx, t[d], ctx["index"], "index_select picks units by position")
     out = list(t)
-    out[d] = ctx.fresh(ctx.out_shape()[d])
+    ti = ctx.layouts(ctx["index"])  # unit i of the result is the one index[i] names
+    out[d] = ti[0] if len(ti) == 1 else ctx.fresh(ctx.out_shape()[d])
     return out
 
 
@@ -127,7 +129,7 @@ def _index(ctx: Context) -> RuleOutput:
     idx = indices[k]
     if ctx.layouts(idx) and ctx.is_tensor(idx) and idx.meta["val"].dtype == torch.bool:
         return block_everything(ctx, "boolean mask indexing")
-    ctx.block(t[k], "indexing picks units by position")
+    pick(ctx, t[k], idx, "indexing picks units by position")
     return t[:k] + ctx.layouts(idx) + t[k + 1:]
 
 

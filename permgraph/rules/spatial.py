@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from permgraph.axisgraph import Prod
 from permgraph.rules.context import AxisLayouts, Context, RuleOutput, TupleLayouts, register
 
 
@@ -44,3 +45,38 @@ def _spatial_2d(ctx: Context) -> RuleOutput:
 @register(*_pools(3), "aten.upsample_nearest3d", "aten.upsample_trilinear3d")
 def _spatial_3d(ctx: Context) -> RuleOutput:
     return _spatial(ctx, 3)
+
+
+@register("aten.pixel_shuffle")
+def _pixel_shuffle(ctx: Context) -> RuleOutput:
+    """``(…, c·r², h, w) → (…, c, h·r, w·r)`` with ``out[…, k, h·r + i, w·r + j] = x[…, k·r² + i·r + j, h, w]``:
+    a reshape in disguise. The channel axis is cut into ``Prod(c, r, r)``; ``c`` passes to the
+    output's channels, each ``r`` becomes the inner factor of a spatial axis (whose later
+    convolutions or flattens decide whether it may move)."""
+    r = int(ctx["upscale_factor"])
+    t = ctx.layouts(ctx["self"])
+    if r == 1:
+        return t
+    c = ctx.out_shape()[-3]
+    parts = ctx.split_prod(t[-3], [c, r, r])
+    if parts is None:
+        lead = t[:-3]
+        return lead + [ctx.fresh(s, "pixel_shuffle of a channel axis that cannot be cut") for s in ctx.out_shape()[-3:]]
+    k, i, j = parts
+    return t[:-3] + [k, Prod((t[-2], i)), Prod((t[-1], j))]
+
+
+@register("aten.pixel_unshuffle")
+def _pixel_unshuffle(ctx: Context) -> RuleOutput:
+    """``(…, c, h·r, w·r) → (…, c·r², h, w)``, the inverse of ``pixel_shuffle``: each spatial
+    axis is cut into ``Prod(h, r)`` and the ``r`` factors join the channels as ``Prod(c, r, r)``."""
+    r = int(ctx["downscale_factor"])
+    t = ctx.layouts(ctx["self"])
+    if r == 1:
+        return t
+    h, w = ctx.out_shape()[-2:]
+    rows = ctx.split_prod(t[-2], [h, r])
+    cols = ctx.split_prod(t[-1], [w, r])
+    if rows is None or cols is None:
+        return t[:-3] + [ctx.fresh(s, "pixel_unshuffle of a spatial axis that cannot be cut") for s in ctx.out_shape()[-3:]]
+    return t[:-3] + [Prod((t[-3], rows[1], cols[1])), rows[0], cols[0]]

@@ -1,0 +1,262 @@
+"""Routed experts (mixture of experts): a router's top-k picks experts, whose weights are
+stacked along an experts axis and read by the routing indices, or kept as separate modules
+run in a loop. What may move, checked by hand as well as by ``verify``:
+
+- each expert's hidden units (its FFN width), one permutation shared by all experts when the
+  weights are stacked, one per expert module in the loop forms;
+- the experts themselves, together with the router's output rows, when the indices only pick
+  slices of the stacked weights (``w[idx]``, ``index_select``, ``gather``); blocked, with the
+  reason, when a loop compares the indices with fixed expert numbers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import permgraph
+
+D, H, E, T = 6, 5, 4, 7
+
+
+class Stacked(nn.Module):
+    """Top-``k`` routing; expert weights stacked as ``(E, H, D)`` and indexed by the routing result."""
+
+    def __init__(self, k: int = 2, experts: int = E):
+        super().__init__()
+        self.k = k
+        self.inp, self.router, self.out = nn.Linear(3, D), nn.Linear(D, experts), nn.Linear(D, 2)
+        self.w1 = nn.Parameter(torch.randn(experts, H, D) / 2)
+        self.b1 = nn.Parameter(torch.randn(experts, H) / 5)
+        self.w2 = nn.Parameter(torch.randn(experts, D, H) / 2)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.router(x).softmax(-1).topk(self.k, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        weight, idx = self.route(x)
+        hidden = (torch.einsum("tkhd,td->tkh", self.w1[idx], x) + self.b1[idx]).relu()
+        y = torch.einsum("tkdh,tkh->tkd", self.w2[idx], hidden)
+        return self.out((weight.unsqueeze(-1) * y).sum(1))
+
+
+class StackedSelect(Stacked):
+    """Top-1 routing through ``index_select`` on the flattened indices."""
+
+    def __init__(self):
+        super().__init__(k=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        weight, idx = self.route(x)
+        w1 = self.w1.index_select(0, idx.flatten())  # (T, H, D)
+        w2 = self.w2.index_select(0, idx.reshape(-1))
+        hidden = torch.einsum("thd,td->th", w1, x).relu()
+        return self.out(weight * torch.einsum("tdh,th->td", w2, hidden))
+
+
+class DenseGather(Stacked):
+    """Every expert runs on every token; the routed outputs are gathered along the experts axis."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        weight, idx = self.route(x)
+        hidden = (torch.einsum("ehd,td->teh", self.w1, x) + self.b1).relu()
+        y = torch.einsum("edh,teh->ted", self.w2, hidden)  # (T, E, D)
+        picked = y.gather(1, idx.unsqueeze(-1).expand(-1, -1, D))  # (T, k, D)
+        return self.out((weight.unsqueeze(-1) * picked).sum(1))
+
+
+class Expert(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(D, H), nn.Linear(H, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(x)))
+
+
+class Loop(nn.Module):
+    """Experts as separate modules, each weighted by a mask ``idx == e``."""
+
+    def __init__(self, experts: int = 3):
+        super().__init__()
+        self.inp, self.router, self.out = nn.Linear(3, D), nn.Linear(D, experts, bias=False), nn.Linear(D, 2)
+        self.experts = nn.ModuleList(Expert() for _ in range(experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        weight, idx = self.router(x).softmax(-1).topk(2, -1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            out = out + (weight * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return self.out(out)
+
+
+class MixtralLoop(Loop):
+    """Mixtral's form: one_hot expert mask, ``torch.where`` for each expert's tokens, and
+    ``index_add`` of the weighted expert outputs (data-dependent token counts)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        weight, idx = self.router(x).softmax(-1).topk(2, -1)
+        mask = F.one_hot(idx, len(self.experts)).permute(2, 1, 0)  # (E, k, T)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            slot, token = torch.where(mask[e])
+            out = out.index_add(0, token, expert(x[token]) * weight[token, slot, None])
+        return self.out(out)
+
+
+def tokens() -> torch.Tensor:
+    return torch.randn(T, 3, dtype=torch.float64)
+
+
+def infer(model: nn.Module) -> permgraph.PermSpec:
+    torch.manual_seed(0)
+    return permgraph.infer(model.double(), (tokens(),))
+
+
+def group_of(spec: permgraph.PermSpec, param: str, axis: int) -> permgraph.Group:
+    (group,) = [g for g in spec.groups if any(m.param == param and m.axis == axis for m in g.members)]
+    return group
+
+
+@pytest.mark.parametrize("cls", [Stacked, StackedSelect, DenseGather])
+def test_stacked_experts_move_with_the_router_rows(cls):
+    model = cls()
+    spec = infer(model)
+    experts = group_of(spec, "w1", 0)
+    assert experts.is_free and experts.size == E
+    assert {(m.param, m.axis) for m in experts.members} >= {("router.weight", 0), ("router.bias", 0), ("w1", 0),
+                                                             ("w2", 0)}
+    hidden = group_of(spec, "w1", 1)
+    assert hidden.is_free and {(m.param, m.axis) for m in hidden.members} >= {("w1", 1), ("w2", 2)}
+    report = permgraph.verify(model, spec, (tokens(),))
+    assert report.ok and {"w1", "w2", "router.weight"} <= set(report.permuted_params), report
+
+
+def test_stacked_top1_and_top2_routing_both_verify():
+    for k in (1, 2):
+        model = Stacked(k=k)
+        spec = infer(model)
+        assert sorted(g.size for g in spec.free_groups) == sorted([E, H, D, D])  # experts, hidden, d in and d out
+        assert permgraph.verify(model, spec, (tokens(),)).ok
+
+
+def _run(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    copy = type(model)() if not isinstance(model, Stacked) else Stacked(k=model.k)
+    copy.double().load_state_dict(state)
+    with torch.no_grad():
+        return copy(x)
+
+
+def test_permuting_experts_and_router_rows_by_hand_keeps_the_function():
+    torch.manual_seed(1)
+    model, x = Stacked().double(), tokens()
+    state = model.state_dict()
+    y = _run(model, state, x)
+    sigma = torch.tensor([2, 0, 3, 1])
+    moved = dict(state)
+    for key in ("router.weight", "router.bias", "w1", "b1", "w2"):
+        moved[key] = state[key][sigma]
+    assert torch.allclose(_run(model, moved, x), y, atol=1e-12)
+    experts_only = {k: (v[sigma] if k in ("w1", "b1", "w2") else v) for k, v in state.items()}
+    router_only = {k: (v[sigma] if k.startswith("router") else v) for k, v in state.items()}
+    assert not torch.allclose(_run(model, experts_only, x), y, atol=1e-6)  # the control: both must move
+    assert not torch.allclose(_run(model, router_only, x), y, atol=1e-6)
+
+
+def test_expert_hidden_units_by_hand_shared_and_per_expert():
+    torch.manual_seed(2)
+    model, x = Stacked().double(), tokens()
+    state = model.state_dict()
+    y = _run(model, state, x)
+    p = torch.tensor([4, 2, 0, 1, 3])
+    shared = dict(state, w1=state["w1"][:, p], b1=state["b1"][:, p], w2=state["w2"][:, :, p])
+    assert torch.allclose(_run(model, shared, x), y, atol=1e-12)  # what the spec claims
+    perms = [torch.randperm(H) for _ in range(E)]  # one per expert: also a symmetry, not claimed
+    each = dict(state)
+    each["w1"] = torch.stack([state["w1"][e][q] for e, q in enumerate(perms)])
+    each["b1"] = torch.stack([state["b1"][e][q] for e, q in enumerate(perms)])
+    each["w2"] = torch.stack([state["w2"][e][:, q] for e, q in enumerate(perms)])
+    assert torch.allclose(_run(model, each, x), y, atol=1e-12)
+    half = dict(state, w1=state["w1"][:, p], b1=state["b1"][:, p])  # the control: w2 must move too
+    assert not torch.allclose(_run(model, half, x), y, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [Loop, MixtralLoop])
+def test_expert_loops_keep_hidden_units_and_block_the_experts(cls):
+    model = cls()
+    spec = infer(model)
+    router = group_of(spec, "router.weight", 0)
+    phrase = "aten.eq" if cls is Loop else "select picks a unit by position"
+    assert not router.is_free and phrase in router.blocked, router.blocked
+    for e in range(3):
+        assert group_of(spec, f"experts.{e}.fc1.weight", 0).is_free
+    assert permgraph.verify(model, spec, (tokens(),)).ok
+
+
+class ReturnsChoice(Stacked):
+    """The routing indices leave the model: their values are what the caller sees."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(x), self.route(self.inp(x))[1]
+
+
+class ShiftsIndices(Stacked):
+    """Arithmetic on the indices (expert e reads expert e+1's weights): positions as numbers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        weight, idx = self.route(x)
+        hidden = torch.einsum("tkhd,td->tkh", self.w1[(idx + 1) % E], x).relu()
+        return self.out((weight.unsqueeze(-1) * torch.einsum("tkdh,tkh->tkd", self.w2[idx], hidden)).sum(1))
+
+
+@pytest.mark.parametrize(("cls", "phrase"), [(ReturnsChoice, "the model's output"), (ShiftsIndices, "aten.add")])
+def test_indices_read_as_numbers_block_the_experts(cls, phrase):
+    model = cls()
+    spec = infer(model)
+    router = group_of(spec, "router.weight", 0)
+    assert not router.is_free and phrase in router.blocked, router.blocked
+    assert not group_of(spec, "w1", 0).is_free
+    assert permgraph.verify(model, spec, (tokens(),)).ok
+
+
+def test_the_routing_rules_pass_the_rule_check():
+    scores = torch.randn(T, E, dtype=torch.float64)
+    stacked = torch.randn(E, H, dtype=torch.float64)
+    picked = permgraph.check_rule(lambda s, w: w[s.topk(2, -1).indices], (scores, stacked))
+    assert picked.ok and picked.free_sizes == tuple(sorted((H, E, T)))
+    assert permgraph.check_rule(lambda s, w: w.index_select(0, s.argmax(-1)), (scores, stacked)).ok
+    dense = torch.randn(T, E, H, dtype=torch.float64)
+    gathered = permgraph.check_rule(
+        lambda s, y: y.gather(1, s.topk(2, -1).indices.unsqueeze(-1).expand(-1, -1, H)), (scores, dense))
+    assert gathered.ok and gathered.free_sizes == tuple(sorted((H, E, T)))
+    hot = permgraph.check_rule(lambda s: F.one_hot(s.topk(2, -1).indices, E).sum(1), (scores,))
+    assert hot.ok and hot.free_sizes == tuple(sorted((E, T)))
+
+
+class PickedRowsInOrder(nn.Module):
+    """``index_select`` returns the picked rows in the order of the index entries: permuting
+    what orders the entries (here ``a``'s and ``b``'s rows) reorders the result."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Parameter(torch.randn(5, 4)), nn.Parameter(torch.randn(5))
+        self.table = nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = (self.a + self.b[:, None]).argmax(-1)  # (5,): one pick per row of a
+        return (self.table.index_select(0, idx) * x).sum(-1)
+
+
+def test_index_select_result_moves_with_its_index_entries():
+    model, x = PickedRowsInOrder().double(), torch.randn(5, 3, dtype=torch.float64)
+    spec = permgraph.infer(model, (x,))
+    assert not group_of(spec, "a", 0).is_free  # the result's rows meet the model input x
+    assert permgraph.verify(model, spec, (x,)).ok
