@@ -2,17 +2,22 @@
 
 The best point of a method is chosen on validation accuracy (``best_t`` in ``results.json``); the
 fine-tuning is the one training loop (:func:`zoo.train.train`) started from it, with any recipe.
+
+Trust: what the caller passes (``model=``, ``data=``: a dataset name, your own ``pkg.mod:factory``,
+or the datasets themselves) is used as given; the ids ``results.json`` records are read from a file,
+so they may only name built-in models and datasets (give your own again as ``model=`` / ``data=``).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from transfer.results import TransferError, best_method, load_results
 from transfer.trajectory import Trajectory
-from zoo.data import DataSplits, load
-from zoo.train import TrainControl, TrainRecipe, train
+from zoo.train import TrainControl, TrainRecipe, open_data, train
 
 __all__ = ["finetune"]
 
@@ -23,14 +28,15 @@ def finetune(
     *,
     method: str | None = None,
     seed: int = 0,
-    data: DataSplits | None = None,
+    data: str | Any | None = None,
     dest: str | os.PathLike | None = None,
     control: TrainControl | None = None,
     model: str | None = None,
 ) -> Trajectory:
     """Train from the best point of ``results_dir/<method>`` (default: the best method) with
     ``recipe``; the trajectory goes to ``dest`` (default ``results_dir/finetune_<method>``).
-    ``model``: the model id to build (default: the one ``results.json`` records, built-ins only)."""
+    ``model``: the model id to build, ``data``: what to train on (defaults: the ones ``results.json``
+    records, built-ins only; see the module docstring on trust)."""
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if results is None:
@@ -41,6 +47,7 @@ def finetune(
     best_t = int(results["methods"][method]["best_t"])
     start = Trajectory(results_dir / method).load(best_t)
     setting = results["setting"]
-    splits = data if data is not None else load(setting["data"])
+    splits = open_data(data if data is not None else setting["data"], trust_code=data is not None)
+    control = replace(control or TrainControl(), trust_code=model is not None)
     dest = Path(dest) if dest is not None else results_dir / f"finetune_{method}"
     return train(model or setting["model"], splits, recipe, seed=seed, out=dest, init=start, control=control)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from transfer.data import DatasetData
 from transfer.engine import state_sha
-from transfer.evaluation import default_loss, evaluate, logits_of
+from transfer.evaluation import batch_to, call_model, default_loss, evaluate, evaluate_batches, logits_of
 from transfer.files import MARKER, atomic_write_json, output_folder
+from transfer.inputs import check_call, inputs_from_batch
 from transfer.options import OptionsError, check_finite, check_positive_int, options_from
 from transfer.trajectory import Trajectory, TrajectoryWriter
-from zoo.data import DataSplits, load
+from zoo.data import DataSplits, resolve
 from zoo.errors import ZooError
 from zoo.models import build, canonical_id
 from zoo.resume import TRAIN_STATE_FILES, clear_train_state, load_train_state, save_train_state
 
-__all__ = ["train", "TrainRecipe", "TrainControl", "lr_at", "epoch_order", "evaluate", "TRAIN_STATE_FILES"]
+__all__ = [
+    "train", "TrainRecipe", "TrainControl", "lr_at", "epoch_order", "evaluate", "TRAIN_STATE_FILES", "open_data",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +101,15 @@ class TrainControl:
     """How a run is carried out, not what it computes: device, progress bar, evaluation batch size,
     and an early stop (``stop_after_epochs`` / ``stop_after_steps``) that acts as an interruption:
     calling :func:`train` again with the same arguments resumes the run. ``trust_code``: the model
-    id came from the user, so a ``package.module:factory`` id may be imported (see :mod:`zoo.models`)."""
+    id is the caller's own, so a ``package.module:factory`` id may be imported (see :mod:`zoo.models`);
+    False for an id read from a file (``zoo.finetune`` without ``model=``)."""
 
     device: str = "cpu"
     progress: bool = True
     eval_batch_size: int = 1024
     stop_after_epochs: int | None = None
     stop_after_steps: int | None = None
-    trust_code: bool = False
+    trust_code: bool = True
 
 
 def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
@@ -129,8 +134,53 @@ def _make_optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def _check_fits(model: nn.Module, model_id: str, splits: DataSplits, device: str) -> None:
+Data = DataSplits | DatasetData  # in memory (x, y) tensors, or the user's map-style datasets (dicts or pairs)
+
+
+def open_data(
+    data: str | Any,
+    *,
+    trust_code: bool = True,
+    root: str | os.PathLike | None = None,
+    subset: int | None = None,
+    num_workers: int = 0,
+) -> Data:
+    """The data :func:`train` (and ``transfer``) reads: a dataset name or the user's ``pkg.mod:factory``
+    returning ``(train_dataset, val_dataset)`` (imported only with ``trust_code``: an id given by the
+    caller, not one read from a file), a :class:`DataSplits`, or a pair of map-style datasets.
+    ``subset``: the first N training samples only."""
+    if isinstance(data, str):
+        name, data = data, resolve(data, root, subset=subset, trust_code=trust_code)
+    else:
+        name = type(data[0]).__name__ if isinstance(data, (tuple, list)) else ""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        train_ds, val_ds = data
+        if subset is not None:
+            train_ds = torch.utils.data.Subset(train_ds, range(min(subset, len(train_ds))))
+        return DatasetData(name, train_ds, val_ds, num_workers=num_workers)
+    if not isinstance(data, (DataSplits, DatasetData)):
+        raise ZooError(f"data must be a dataset name, DataSplits or (train_dataset, val_dataset); got {type(data).__name__}")
+    return data
+
+
+def _train_size(data: Data) -> int:
+    return data.train_size if isinstance(data, DatasetData) else len(data.train[1])
+
+
+def _train_batches(data: Data, index_batches: Sequence[torch.Tensor]) -> Iterator[Any]:
+    if isinstance(data, DatasetData):
+        yield from data.train_batches(index_batches)
+        return
+    x, y = data.train
+    for idx in index_batches:
+        yield x[idx], y[idx]
+
+
+def _check_fits(model: nn.Module, model_id: str, splits: Data, device: str) -> None:
     """Fail early, with the fix, when the model's input or output does not match the data."""
+    if isinstance(splits, DatasetData):  # the user's datasets: the call itself is what can fail
+        check_call(model, inputs_from_batch(model, batch_to(splits.example_batch(), device)))
+        return
     was_training = model.training
     model.eval()
     try:
@@ -150,14 +200,14 @@ def _check_fits(model: nn.Module, model_id: str, splits: DataSplits, device: str
         )
 
 
-def run_config(model_id: str, splits: DataSplits, recipe: TrainRecipe, seed: int, init_sha: str | None) -> dict:
+def run_config(model_id: str, splits: Data, recipe: TrainRecipe, seed: int, init_sha: str | None) -> dict:
     """What the manifest records as the run's configuration; a resumed run must match it."""
-    augment = splits.augment if recipe.augment else None
+    augment = getattr(splits, "augment", None) if recipe.augment else None
     config = {
         "model": model_id, "data": splits.name, "epochs": recipe.epochs, "lr": recipe.lr,
         "momentum": recipe.momentum, "weight_decay": recipe.weight_decay, "optimizer": recipe.optimizer,
         "schedule": recipe.schedule, "batch_size": recipe.batch_size, "seed": seed,
-        "checkpoint_every": recipe.checkpoint_every, "train_size": len(splits.train[1]),
+        "checkpoint_every": recipe.checkpoint_every, "train_size": _train_size(splits),
         "augment": type(augment).__name__ if augment is not None else None,
     }  # fmt: skip
     if init_sha is not None:
@@ -168,15 +218,15 @@ def run_config(model_id: str, splits: DataSplits, recipe: TrainRecipe, seed: int
 class _Run:
     """One training run in ``out``: model, optimizer, generators, and where it stands."""
 
-    def __init__(self, model_id: str, splits: DataSplits, recipe: TrainRecipe, seed: int, control: TrainControl):
+    def __init__(self, model_id: str, splits: Data, recipe: TrainRecipe, seed: int, control: TrainControl):
         self.model_id, self.splits, self.recipe, self.seed, self.control = model_id, splits, recipe, seed, control
         torch.manual_seed(seed)
         self.model = build(model_id, trust_code=control.trust_code).to(control.device)
         self.model.train()
         self.opt = _make_optimizer(recipe, self.model)
-        self.augment = splits.augment if recipe.augment else None
+        self.augment = getattr(splits, "augment", None) if recipe.augment else None
         self.aug_gen = torch.Generator().manual_seed(int(seed) + 1)
-        self.ipe = math.ceil(len(splits.train[1]) / recipe.batch_size)  # iterations per epoch
+        self.ipe = math.ceil(_train_size(splits) / recipe.batch_size)  # iterations per epoch
         self.total = recipe.epochs * self.ipe
         self.step = 0
 
@@ -184,8 +234,7 @@ class _Run:
         return lr_at(self.step, self.total, self.recipe.lr, self.recipe.schedule)
 
     def checkpoint(self, writer: TrajectoryWriter, out: Path, name: str, train_loss: float | None) -> dict:
-        c = self.control
-        val_loss, val_acc = evaluate(self.model, *self.splits.val, batch_size=c.eval_batch_size, device=c.device)
+        val_loss, val_acc = self.evaluate()
         metrics = {"val_loss": val_loss, "val_acc": val_acc, "lr": self.lr()}
         if train_loss is not None:
             metrics["train_loss"] = train_loss
@@ -193,6 +242,16 @@ class _Run:
         save_train_state(out, self.step, writer.manifest["config"], self.opt, self.aug_gen)
         log.info("step %d (epoch %.2f): %s", self.step, self.step / self.ipe, metrics)
         return metrics
+
+    def evaluate(self) -> tuple[float, float]:
+        """(val loss, val accuracy) of the model now."""
+        c = self.control
+        if not isinstance(self.splits, DatasetData):
+            return evaluate(self.model, *self.splits.val, batch_size=c.eval_batch_size, device=c.device)
+        total, correct, count = evaluate_batches(self.model, self.splits.val_batches(c.eval_batch_size), device=c.device)
+        if count == 0:
+            raise ZooError(f"the validation split of {self.splits.name} has no targets to evaluate")
+        return total / count, correct / count
 
     def stop_at(self) -> int:
         stop, c = self.total, self.control
@@ -211,13 +270,14 @@ class _Run:
             return None
         return f"epoch_{self.step // self.ipe}" if at_epoch_end else f"step_{self.step}"
 
-    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
-        if self.augment is not None:
-            xb = self.augment(xb, self.aug_gen)
-        xb, yb = xb.to(self.control.device), yb.to(self.control.device)
+    def train_step(self, batch: Any) -> float:
+        """One optimizer step on a batch: an ``(x, y)`` pair or a dict, called as :mod:`transfer.inputs` says."""
+        if self.augment is not None and isinstance(batch, tuple):
+            batch = (self.augment(batch[0], self.aug_gen), batch[1])
+        batch = batch_to(batch, self.control.device)
         for group in self.opt.param_groups:
             group["lr"] = self.lr()
-        loss = default_loss(self.model(xb), yb)
+        loss = default_loss(call_model(self.model, batch), batch)
         if not torch.isfinite(loss):
             raise ZooError(
                 f"training diverged at step {self.step} (loss {float(loss)}); lower the learning rate "
@@ -280,17 +340,17 @@ def _forget_from(out: Path, traj: Trajectory, step: int) -> None:
 
 
 def _loop(run: _Run, writer: TrajectoryWriter, out: Path) -> None:
-    stop_at, x_train, y_train = run.stop_at(), *run.splits.train
+    stop_at, n, size = run.stop_at(), _train_size(run.splits), run.recipe.batch_size
     bar = tqdm(total=run.total, initial=run.step, disable=not run.control.progress, desc=f"train {run.model_id}",
                unit="it")  # fmt: skip
     run_loss, run_count = 0.0, 0
     try:
         while run.step < stop_at:
             epoch, first = divmod(run.step, run.ipe)
-            order = epoch_order(run.seed, epoch, len(y_train))
-            for b in range(first, run.ipe):
-                idx = order[b * run.recipe.batch_size : (b + 1) * run.recipe.batch_size]
-                run_loss += run.train_step(x_train[idx], y_train[idx])
+            order = epoch_order(run.seed, epoch, n)
+            index_batches = [order[b * size : (b + 1) * size] for b in range(first, run.ipe)]
+            for batch in _train_batches(run.splits, index_batches):
+                run_loss += run.train_step(batch)
                 run_count += 1
                 bar.update(1)
                 name = run.due()
@@ -306,7 +366,7 @@ def _loop(run: _Run, writer: TrajectoryWriter, out: Path) -> None:
 
 def train(
     model_id: str,
-    data: str | DataSplits,
+    data: str | Data | tuple,
     recipe: TrainRecipe,
     *,
     seed: int,
@@ -314,12 +374,14 @@ def train(
     init: Mapping[str, torch.Tensor] | None = None,
     control: TrainControl | None = None,
 ) -> Trajectory:
-    """Train ``model_id`` on ``data`` (a :class:`DataSplits` or a dataset name) with ``recipe`` and
-    record its trajectory in ``out``; returns the trajectory. ``init``: start from this state dict
-    instead of the seed's fresh init (fine-tuning). A finished run is returned as is."""
+    """Train ``model_id`` on ``data`` with ``recipe`` and record its trajectory in ``out``; returns the
+    trajectory. ``data``: a dataset name, your own ``pkg.mod:factory``, a :class:`DataSplits`, or
+    ``(train_dataset, val_dataset)`` whose items are ``(x, y)`` pairs or dicts (:func:`open_data`).
+    ``init``: start from this state dict instead of the seed's fresh init (fine-tuning). A finished
+    run is returned as is."""
     control = control or TrainControl()
     out = Path(out)
-    splits = data if isinstance(data, DataSplits) else load(data)
+    splits = open_data(data, trust_code=control.trust_code)
     model_id = canonical_id(model_id)
     with output_folder(out, "zoo train", owned_by_train, f"zoo train --model {model_id} --seed {seed}"):
         return _train_locked(model_id, splits, recipe, seed, out, init, control)
@@ -336,7 +398,7 @@ def owned_by_train(name: str) -> bool:
 
 def _train_locked(
     model_id: str,
-    splits: DataSplits,
+    splits: Data,
     recipe: TrainRecipe,
     seed: int,
     out: Path,
