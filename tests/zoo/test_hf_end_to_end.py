@@ -167,6 +167,28 @@ def test_a_plain_module_taking_the_dicts_goes_through_zoo_train_and_every_transf
     assert Trajectory(user / "PF").complete and (user / "PM" / "b_permuted" / "manifest.json").exists()
 
 
+def test_finetune_trusts_the_ids_its_caller_gives_and_never_the_ones_a_file_records(user, capsys):
+    from zoo.cli.transfer import main as transfer
+    from zoo.cli.zoo import main as zoo
+    from zoo.finetune import finetune
+    from zoo.train import TrainControl, TrainRecipe
+
+    own = ["--model", "mymodels:bag_of_tokens", "--data", "mydata:tok_splits"]
+    for seed in (1, 2):
+        assert zoo(["train", *own, "--epochs", "1", "--lr", "0.05", "--seed", str(seed), "--out", f"P{seed}",
+                    "--no-progress"]) == 0  # fmt: skip
+    assert transfer(["run", "--method", "naive", "--source", "P1", "--target-init", "P2", *own, "--T", "1",
+                     "--grad-batches", "1", "--batch-size", "8", "--out", "PT", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    # results.json records mydata:tok_splits: read from a file, it is not imported; the message says what to pass
+    assert transfer(["finetune", "--from", "PT", "--model", "mymodels:bag_of_tokens", "--epochs", "1"]) == 2
+    assert "--data mydata:tok_splits" in capsys.readouterr().err
+    # in Python, ids passed as arguments are the caller's own: no trust flag needed
+    traj = finetune("PT", TrainRecipe(epochs=1, lr=0.05, batch_size=16), model="mymodels:bag_of_tokens",
+                    data="mydata:tok_splits", dest="PF", control=TrainControl(progress=False))  # fmt: skip
+    assert traj.complete and traj.model == "mymodels:bag_of_tokens"
+
+
 def test_match_takes_input_shapes_and_a_call_that_does_not_fit_names_our_call(user, capsys):
     """``--input SHAPE[:DTYPE]`` (once per positional input) instead of a batch of the data; inputs
     that do not fit the forward are reported as our call of the model, and nothing is written."""
