@@ -26,45 +26,24 @@ import torch
 import permgraph
 from permgraph.draw import save_png, spec_table, to_dot
 from permgraph.spec import PermSpec
+from transfer import inputs
 from transfer.files import atomic_write_bytes, temporary_path
 from zoo.cli.common import add_common_flags, run_command, share_common_flags
 from zoo.errors import ZooError
 
 __all__ = ["main", "parse_input"]
 
-DTYPES = {"float": torch.float32, "float32": torch.float32, "float64": torch.float64, "double": torch.float64,
-          "long": torch.long, "int64": torch.long, "int": torch.long, "bool": torch.bool}  # fmt: skip
-
-
 def parse_input(text: str) -> tuple[tuple[int, ...], torch.dtype]:
-    """``"2,3,32,32"`` or ``"2,16:long"`` -> (shape, dtype); every size a positive int.
+    """``"2,3,32,32"`` or ``"2,16:long"`` -> (shape, dtype); every size a positive int
+    (:func:`transfer.inputs.parse_input`: ``--input`` means the same on every command).
 
     >>> parse_input("2,16:long")
     ((2, 16), torch.int64)
     """
-    shape_text, _, dtype_text = text.partition(":")
-    try:
-        shape = tuple(int(s) for s in shape_text.replace("x", ",").split(",") if s.strip())
-    except ValueError:
-        shape = ()
-    if not shape or any(s < 1 for s in shape):
-        raise ZooError(f"--input {text!r}: give positive sizes like 1,3,224,224 (and :long for token ids)")
-    dtype = DTYPES.get(dtype_text.strip().lower() or "float")
-    if dtype is None:
-        raise ZooError(f"--input {text!r}: unknown dtype {dtype_text!r}; use one of {', '.join(DTYPES)}")
-    return shape, dtype
+    return inputs.parse_input(text)
 
 
-def _example(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    if dtype == torch.bool:
-        return torch.rand(shape, generator=g) < 0.5
-    if not dtype.is_floating_point:
-        return torch.randint(0, 2, shape, generator=g, dtype=dtype)  # valid ids for any vocabulary
-    return torch.randn(shape, generator=g, dtype=dtype)
-
-
-def _load(model_id: str, inputs: list[str] | None, seed: int) -> tuple[torch.nn.Module, tuple, dict]:
+def _load(model_id: str, texts: list[str] | None, seed: int) -> tuple[torch.nn.Module, tuple, dict]:
     from zoo import models as zoo_models
 
     torch.manual_seed(seed)
@@ -72,8 +51,8 @@ def _load(model_id: str, inputs: list[str] | None, seed: int) -> tuple[torch.nn.
         model = zoo_models.build(model_id, trust_code=True)  # typed by the user
     except (TypeError, ValueError) as e:  # a constructor refusing the id's arguments
         raise ZooError(f"cannot build {model_id!r}: {e}") from e
-    if inputs:
-        return model, tuple(_example(*parse_input(text)) for text in inputs), {}
+    if texts:
+        return model, inputs.inputs_from_shapes(texts).args, {}
     try:
         example = zoo_models.example_inputs(model, trust_code=True) if hasattr(model, "example_inputs") \
             else zoo_models.example_inputs(model_id, trust_code=True)  # fmt: skip
