@@ -85,6 +85,10 @@ class AxisGraph:
         self._roles: dict[Atom, set[str]] = {}
         self.origin: dict[Atom, str] = {}
         self.graph = nx.Graph()
+        # An axis of positions whose slices carry layouts of their own (a fused q/k/v
+        # projection reshaped to (3, heads, dim)): for such an atom ``t``, ``slices[t][i]``
+        # maps each slice-dependent atom of the tensor to its layout in slice ``i``.
+        self.slices: dict[Atom, tuple[dict[Atom, Layout], ...]] = {}
 
     # ---- atoms ---------------------------------------------------------------------
     def atom(self, size: int, origin: str, blocked: str | None = None, role: str | None = None) -> Atom:

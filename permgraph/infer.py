@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,7 +26,7 @@ from permgraph.activations import activation_sites
 from permgraph.axisgraph import Atom, AxisGraph
 from permgraph.rules import AxisLayouts, Context, RuleOutput, TupleLayouts, block_everything, flat_nodes, op_name, rule_for
 from permgraph.spec import Group, Member, PermSpec
-from permgraph.trace import Traced, trace
+from permgraph.trace import Traced, choose_outputs, trace
 
 __all__ = ["Analysis", "analyse", "infer", "spec_from_analysis"]
 
@@ -42,6 +43,7 @@ class Analysis:
     param_layouts: dict[str, AxisLayouts]
     unknown_ops: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    outputs: tuple[str, ...] | None = None  # the outputs that must be preserved; None: all
 
 
 def _placeholder(g: AxisGraph, node: torch.fx.Node, traced: Traced, params: dict[str, AxisLayouts]) -> RuleOutput:
@@ -93,8 +95,9 @@ def _close_outputs(g: AxisGraph, node: torch.fx.Node, analysis: Analysis) -> Non
     traced, values, params = analysis.traced, analysis.values, analysis.param_layouts
     outs = node.args[0]
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    chosen = None if analysis.outputs is None else choose_outputs(traced, analysis.outputs)
     for i in traced.user_output_indices:
-        if i < len(outs):
+        if i < len(outs) and (chosen is None or i in chosen):
             for n in flat_nodes(outs[i]):
                 _block_nested(g, values.get(n), "model output")
     for i, key in traced.buffer_mutations.items():
@@ -104,10 +107,14 @@ def _close_outputs(g: AxisGraph, node: torch.fx.Node, analysis: Analysis) -> Non
                 g.unify(a, b, f"buffer update of {key}")
 
 
-def analyse(traced: Traced) -> Analysis:
-    """Run every op's rule over the traced graph, in order, building one axis graph."""
+def analyse(traced: Traced, outputs: Sequence[str | int] | None = None) -> Analysis:
+    """Run every op's rule over the traced graph, in order, building one axis graph.
+    ``outputs`` names the model outputs that must be preserved (default: all of them)."""
     g = AxisGraph()
-    analysis = Analysis(traced=traced, graph=g, values={}, param_layouts={}, unknown_ops={})
+    analysis = Analysis(traced=traced, graph=g, values={}, param_layouts={}, unknown_ops={},
+                        outputs=None if outputs is None else tuple(str(o) for o in outputs))
+    if outputs is not None:
+        choose_outputs(traced, outputs)  # an unknown name fails before any rule runs
     values = analysis.values
     for node in traced.graph.nodes:
         if node.op == "placeholder":
@@ -268,6 +275,7 @@ def spec_from_analysis(analysis: Analysis, model_name: str = "", per_block: bool
         param_shapes=shapes,
         aliases=dict(analysis.traced.aliases),
         model=model_name,
+        outputs=analysis.outputs,
     )
 
 
@@ -279,16 +287,23 @@ def infer(
     name: str = "",
     return_analysis: bool = False,
     per_block: bool = False,
+    outputs: Sequence[str | int] | None = None,
 ) -> PermSpec | tuple[PermSpec, Analysis]:
     """Trace ``model`` on the example inputs and infer every permutation group.
 
     ``per_block=True`` lets inner groups (dims within an attention head, channels within a
     GroupNorm group) permute independently inside each unit of their outer group: a larger
-    symmetry group, whose permutations are ``(blocks, size)`` tensors."""
+    symmetry group, whose permutations are ``(blocks, size)`` tensors.
+
+    ``outputs`` names which of the model's outputs must be preserved: keys of a dict or
+    ``ModelOutput`` (``("logits",)``), indices of a tuple. The others may change under the
+    inferred permutations (T5's ``encoder_last_hidden_state`` then no longer blocks the
+    encoder's stream); the spec records the choice and ``verify`` compares only those.
+    Default: every output counts."""
     t0 = time.perf_counter()
     traced = trace(model, example_args if isinstance(example_args, tuple) else (example_args,), example_kwargs)
     t1 = time.perf_counter()
-    analysis = analyse(traced)
+    analysis = analyse(traced, outputs)
     spec = spec_from_analysis(analysis, name or type(model).__name__, per_block=per_block)
     t2 = time.perf_counter()
     analysis.seconds = {"trace": t1 - t0, "infer": t2 - t1}

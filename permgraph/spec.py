@@ -144,12 +144,15 @@ class PermSpec:
     ``param_shapes`` records every state-dict tensor the spec was inferred from so that
     ``apply`` can reject a state dict of another architecture with a clear message;
     ``aliases`` maps a state-dict key to the key it shares storage with (tied weights).
+    ``outputs`` names the model outputs the groups preserve (``infer(outputs=...)``, and
+    what ``verify`` compares); ``None``: every output.
     """
 
     groups: tuple[Group, ...]
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     model: str = ""
+    outputs: tuple[str, ...] | None = None
 
     @property
     def free_groups(self) -> list[Group]:
@@ -193,7 +196,7 @@ class PermSpec:
             "groups": [asdict(g) for g in self.groups],
             "param_shapes": {k: list(v) for k, v in self.param_shapes.items()},
             "aliases": dict(self.aliases),
-        }
+        } | ({} if self.outputs is None else {"outputs": list(self.outputs)})
 
     def to_json(self, indent: int | None = 1) -> str:
         """The spec as JSON text; ``from_json`` reads it back to an equal spec."""
@@ -240,6 +243,7 @@ class PermSpec:
             param_shapes={k: tuple(v) for k, v in data.get("param_shapes", {}).items()},
             aliases=dict(data.get("aliases", {})),
             model=data.get("model", ""),
+            outputs=_outputs_from(data.get("outputs")),
         )
 
     @classmethod
@@ -285,11 +289,21 @@ class PermSpec:
         return (
             f"PermSpec({self.model or 'model'}: {len(free)} free groups, "
             f"{len(self.groups) - len(free)} blocked, "
-            f"{len(self.permuted_params)}/{len(self.param_shapes) + len(self.aliases)} tensors permuted)"
+            f"{len(self.permuted_params)}/{len(self.param_shapes) + len(self.aliases)} tensors permuted"
+            + ("" if self.outputs is None else f", preserving {', '.join(self.outputs)}") + ")"
         )
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+def _outputs_from(value: Any) -> tuple[str, ...] | None:
+    """The ``outputs`` entry of a spec file: absent, or a list of names."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("a PermSpec's 'outputs' must be a list of output names; re-run permgraph.infer")
+    return tuple(value)
 
 
 def _activation_from_dict(a: dict[str, Any]) -> Activation:

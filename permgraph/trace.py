@@ -23,17 +23,20 @@ import io
 import logging
 import sys
 import traceback
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx
+import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from permgraph.modstate import preserved
 
-__all__ = ["TraceError", "Traced", "trace", "tied_aliases"]
+__all__ = ["TraceError", "Traced", "choose_outputs", "pick_outputs", "trace", "tied_aliases"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,12 @@ class Traced:
     user_output_indices: list[int]
     buffer_mutations: dict[int, str] = field(default_factory=dict)  # output index -> buffer key
     aliases: dict[str, str] = field(default_factory=dict)
+    output_paths: dict[int, tuple[str, ...]] = field(default_factory=dict)  # output index -> its path
+
+    def output_names(self) -> list[str]:
+        """The names ``infer(outputs=...)`` accepts: the top-level keys of what the model
+        returns (``logits`` of a Hugging Face output, ``0`` and ``1`` of a tuple)."""
+        return list(dict.fromkeys(p[0] if p else "0" for p in self.output_paths.values()))
 
 
 def tied_aliases(model: torch.nn.Module, canonical: set[str]) -> dict[str, str]:
@@ -96,7 +105,9 @@ def _export(model: torch.nn.Module, example_args: tuple[Any, ...], example_kwarg
     would bury our ``TraceError`` under internals. The text goes to the DEBUG log."""
     captured = io.StringIO()
     try:
-        with preserved(model), contextlib.redirect_stderr(captured):
+        with preserved(model), contextlib.redirect_stderr(captured), warnings.catch_warnings():
+            # nn.RNN re-assigns its list of weights in forward; preserved() puts it back
+            warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights")
             model.eval()
             return torch.export.export(model, example_args, example_kwargs, strict=False)
     except Exception as e:  # torch.export raises many types; all mean "cannot trace"
@@ -114,6 +125,60 @@ def _export(model: torch.nn.Module, example_args: tuple[Any, ...], example_kwarg
     finally:
         if captured.getvalue():
             log.debug("torch.export wrote to stderr:\n%s", captured.getvalue())
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _output_paths(program: ExportedProgram, user: list[int]) -> dict[int, tuple[str, ...]]:
+    """Each user output's path in what the model returns (``("logits",)``, ``("1", "0")``),
+    keyed by its index among the graph's outputs; empty when export kept no output tree."""
+    out_spec = getattr(program.call_spec, "out_spec", None)
+    if out_spec is None or out_spec.num_leaves != len(user):
+        return {}
+    tree = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
+    paths = {leaf: tuple(_key_name(k) for k in path) for path, leaf in pytree.tree_flatten_with_path(tree)[0]}
+    return {user[leaf]: paths[leaf] for leaf in range(len(user))}
+
+
+def choose_outputs(traced: Traced, outputs: Sequence[str | int]) -> set[int]:
+    """The graph's output indices of the chosen outputs (top-level names or indices, or a
+    full dotted path such as ``past_key_values.0``). Raises ``ValueError`` naming the model's
+    outputs when a name is not among them."""
+    chosen: set[int] = set()
+    for name in (str(o) for o in outputs):
+        hit = {i for i, p in traced.output_paths.items()
+               if (p[0] if p else "0") == name or ".".join(p) == name}
+        if not hit:
+            raise ValueError(f"the model has no output {name!r}; its outputs are: "
+                             f"{', '.join(traced.output_names()) or 'none named'}")
+        chosen |= hit
+    return chosen
+
+
+def pick_outputs(out: Any, outputs: Sequence[str | int] | None) -> Any:
+    """The chosen parts of what a model returned (all of it for ``None``), as a list, by the
+    names ``choose_outputs`` takes: dict and ``ModelOutput`` keys, tuple indices."""
+    if outputs is None:
+        return out
+    picked = []
+    for name in (str(o) for o in outputs):
+        value = out
+        for part in name.split("."):
+            if isinstance(value, Mapping) and part in value:
+                value = value[part]
+            elif isinstance(value, (list, tuple)) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+                value = value[int(part)]
+            elif isinstance(value, torch.Tensor) and part == "0":
+                continue
+            else:
+                raise ValueError(f"the model's output has no part {name!r}")
+        picked.append(value)
+    return picked
 
 
 def trace(
@@ -163,6 +228,8 @@ def trace(
     aliases = tied_aliases(model, used)
     param_of = {k: v for k, v in param_of.items() if v not in aliases}
     return Traced(
+        output_paths=_output_paths(program, [i for i, spec in enumerate(sig.output_specs)
+                                             if spec.kind == OutputKind.USER_OUTPUT]),
         program=program,
         graph=program.graph_module.graph,
         param_of=param_of,

@@ -36,6 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from permgraph.apply import apply, random_permutation
 from permgraph.modstate import detached_copy, tensor_attributes
 from permgraph.spec import PermSpec
+from permgraph.trace import pick_outputs
 
 __all__ = ["OutputCheck", "VerifyReport", "make_trained_like", "output_check", "verify"]
 
@@ -97,6 +98,7 @@ class VerifyReport:
     exact_mismatches: int = 0
     precision: str = "float64"
     note: str = ""
+    outputs: tuple[str, ...] | None = None  # the outputs compared (the spec's choice); None: all
 
     @property
     def nothing_to_permute(self) -> bool:
@@ -115,6 +117,8 @@ class VerifyReport:
             if self.exact_outputs:
                 parts.append(f"{self.exact_outputs} integer/boolean output(s) compared exactly, "
                              f"{self.exact_mismatches} changed")
+            if self.outputs is not None:
+                parts.append(f"outputs compared: {', '.join(self.outputs)}")
             text = f"verify {status}: " + ", ".join(parts)
         return text + (f"; {self.note}" if self.note else "")
 
@@ -194,6 +198,7 @@ class _Bench:
     precision: torch.dtype
     rtol: float = _RTOL_FLOAT64  # the default for what the reference forward computed in
     note: str = ""
+    outputs: tuple[str, ...] | None = None  # the outputs compared (``PermSpec.outputs``)
 
     def fresh(self, state: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
         """A new copy of the template, with ``state`` loaded when given."""
@@ -204,10 +209,10 @@ class _Bench:
 
     def run(self, state: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
         """The outputs of a fresh copy with ``state`` loaded."""
-        return _outputs(self.fresh(state)(*self.args, **self.kwargs))
+        return _outputs(pick_outputs(self.fresh(state)(*self.args, **self.kwargs), self.outputs))
 
 
-def _prepare(model, dtype, seed, args, kwargs, watch: bool = True) -> tuple[_Bench, list[torch.Tensor]]:
+def _prepare(model, dtype, seed, args, kwargs, watch: bool = True, outputs=None) -> tuple[_Bench, list[torch.Tensor]]:
     """The bench in ``dtype`` and its reference outputs. ``watch``: note the coarsest dtype the
     forward computes in, for the default tolerance; not needed when the caller gives ``rtol``, and
     worth skipping then: the first dispatch mode of a process imports torch._dynamo (3 s)."""
@@ -215,25 +220,26 @@ def _prepare(model, dtype, seed, args, kwargs, watch: bool = True) -> tuple[_Ben
     template = detached_copy(model)
     template = (template.double() if dtype == torch.float64 else template.float()).eval()
     make_trained_like(template, gen)
-    bench = _Bench(template, template.state_dict(), _cast(args, dtype), _cast(kwargs, dtype), gen, dtype)
+    bench = _Bench(template, template.state_dict(), _cast(args, dtype), _cast(kwargs, dtype), gen, dtype,
+                   outputs=outputs)
     reference = bench.fresh()
     if not watch:
-        return bench, _outputs(reference(*bench.args, **bench.kwargs))
+        return bench, _outputs(pick_outputs(reference(*bench.args, **bench.kwargs), outputs))
     with _PrecisionWatch() as watcher:
-        y0 = _outputs(reference(*bench.args, **bench.kwargs))
+        y0 = _outputs(pick_outputs(reference(*bench.args, **bench.kwargs), outputs))
     bench.rtol = _default_rtol(dtype, watcher.coarsest)
     return bench, y0
 
 
-def _reference(model, seed, args, kwargs, watch: bool = True) -> tuple[_Bench, list[torch.Tensor]]:
+def _reference(model, seed, args, kwargs, watch: bool = True, outputs=None) -> tuple[_Bench, list[torch.Tensor]]:
     """``_prepare`` in float64, or in float32 when the float64 forward fails (a model that
     builds a float32 tensor in ``forward``, say ``h @ torch.eye(16)``, mixes dtypes); the
     bench's ``note`` then says so, for the report."""
     try:
-        return _prepare(model, torch.float64, seed, args, kwargs, watch)
+        return _prepare(model, torch.float64, seed, args, kwargs, watch, outputs)
     except Exception as e64:  # any failure of the float64 copy: the float32 one may still run
         try:
-            bench, y0 = _prepare(model, torch.float32, seed, args, kwargs, watch)
+            bench, y0 = _prepare(model, torch.float32, seed, args, kwargs, watch, outputs)
         except Exception as e32:
             raise RuntimeError(
                 f"verify could not run the model on the example inputs, neither in float64 "
@@ -360,11 +366,15 @@ def verify(
 
     ``control=True`` also runs a negative control: the first free group's permutation is
     applied to its first tensor only, breaking the tie; ``control_diff`` is how far that
-    moves the outputs (it should be far above the tolerance, or the check proves little)."""
+    moves the outputs (it should be far above the tolerance, or the check proves little).
+
+    A spec inferred with ``infer(..., outputs=("logits",))`` is checked on those outputs only
+    (``spec.outputs``, also in the report): the others may move under its permutations."""
     trials = _check_trials(trials)
     example_args = example_args if isinstance(example_args, tuple) else (example_args,)
     _check_fits(spec, model.state_dict())
-    bench, y0 = _reference(model, seed, example_args, example_kwargs or {}, watch=rtol is None)
+    bench, y0 = _reference(model, seed, example_args, example_kwargs or {}, watch=rtol is None,
+                           outputs=spec.outputs)
     compared, exact, scale = _compared(y0)
     rtol = bench.rtol if rtol is None else rtol
     worst, mismatches, changed = 0.0, 0, set()
@@ -387,6 +397,7 @@ def verify(
         exact_outputs=exact,
         exact_mismatches=mismatches,
         precision=str(bench.precision).removeprefix("torch."),
+        outputs=spec.outputs,
         note="; ".join(n for n in (_tolerance_note(bench, rtol), "" if ok else _held_outside(model)) if n),
     )
 

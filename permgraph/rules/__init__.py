@@ -30,6 +30,7 @@ from permgraph.rules import (  # noqa: F401  (imported for their @register side 
     norms,
     ordering,
     pointwise,
+    recurrent,
     reductions,
     shape,
     slicing,

@@ -8,10 +8,13 @@ reorders the layouts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from permgraph.axisgraph import Layout, Prod
-from permgraph.rules.context import AxisLayouts, Context, RuleOutput, block_everything, dim_index, register
+import torch.fx
+
+from permgraph.axisgraph import Layout, LayoutMismatch, Prod
+from permgraph.rules.context import AxisLayouts, Context, RuleOutput, block_everything, dim_index, op_name, register
 
 
 def reshape_layouts(ctx: Context, t: AxisLayouts, in_shape: Sequence[int], out_shape: Sequence[int]) -> AxisLayouts:
@@ -62,9 +65,111 @@ def reshape_layouts(ctx: Context, t: AxisLayouts, in_shape: Sequence[int], out_s
           "aten.flatten", "aten.unflatten", "aten.view_as", "aten.reshape_as", "aten.squeeze",
           "aten.unsqueeze", "aten.squeeze_copy", "aten.unsqueeze_copy", "aten._unsafe_view_copy")
 def _reshape(ctx: Context) -> RuleOutput:
-    """Every op that keeps the row-major order of the units and changes only the shape."""
+    """Every op that keeps the row-major order of the units and changes only the shape.
+    An axis cut into (slices, ...) whose slices are only ever picked one by one gets a
+    layout per slice (see ``sliced_reshape``)."""
     x = ctx.first
+    sliced = sliced_reshape(ctx, ctx.layouts(x), ctx.shape(x), ctx.out_shape())
+    if sliced is not None:
+        return sliced
     return reshape_layouts(ctx, ctx.layouts(x), ctx.shape(x), ctx.out_shape())
+
+
+# ops that move a tensor's axes or copy it without looking at its values, and nothing else
+AXIS_MOVERS = {"aten.permute", "aten.transpose", "aten.swapaxes", "aten.swapdims"}
+SIZE_ONE_RESHAPES = {"aten.view", "aten._unsafe_view", "aten.reshape", "aten.unsqueeze", "aten.squeeze"}
+COPIES = {"aten.contiguous", "aten.clone", "aten.alias", "aten.detach", "aten._to_copy", "aten.lift_fresh_copy"}
+
+
+def _non_one(shape: Sequence[int]) -> list[int]:
+    return [s for s in shape if s != 1]
+
+
+def _axis_after(user: torch.fx.Node, k: int, ndim: int) -> int | None:
+    """Where axis ``k`` of ``user``'s input sits in its output, for an op that only moves
+    axes or adds and removes axes of size 1; None for any other op."""
+    name = op_name(user.target)
+    if name in COPIES:
+        return k
+    if name == "aten.permute":
+        return [dim_index(d, ndim) for d in user.args[1]].index(k)
+    if name in AXIS_MOVERS:
+        a, b = dim_index(user.args[1], ndim), dim_index(user.args[2], ndim)
+        return b if k == a else a if k == b else k
+    if name in SIZE_ONE_RESHAPES:
+        ins, out = Context.shape(user.args[0]), Context.shape(user)
+        if _non_one(ins) != _non_one(out) or ins[k] == 1:
+            return None
+        rank = sum(1 for s in ins[:k] if s != 1)
+        return [i for i, s in enumerate(out) if s != 1][rank]
+    return None
+
+
+def picked_one_by_one(node: torch.fx.Node, k: int, depth: int = 0) -> bool:
+    """Whether every use of axis ``k`` of ``node``'s value, through ops that only move axes
+    or copy, picks its slices by a fixed position (``select`` or ``unbind`` along it), so
+    that no op ever sees two slices together (a value nothing reads qualifies)."""
+    if depth > 32:
+        return False
+    for user in node.users:
+        if user.op != "call_function" or not user.args or user.args[0] is not node:
+            return False
+        if node in user.args[1:] or node in user.kwargs.values():
+            return False
+        name, ndim = op_name(user.target), len(Context.shape(node))
+        if name in ("aten.select", "aten.unbind"):
+            dim = user.args[1] if len(user.args) > 1 else user.kwargs.get("dim", 0)
+            if not isinstance(dim, int) or dim_index(dim, ndim) != k:
+                return False
+            continue
+        try:
+            after = _axis_after(user, k, ndim)
+        except (ValueError, IndexError, TypeError):
+            return False
+        if after is None or not picked_one_by_one(user, after, depth + 1):
+            return False
+    return True
+
+
+def _find_cut(in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[int, int, int] | None:
+    """``(d, k, m)``: input axis ``d`` becomes output axes ``k .. k+m-1`` (``m >= 2``, none of
+    length 1); the axes around it keep their products."""
+    for d, n in enumerate(in_shape):
+        before = math.prod(in_shape[:d])
+        for k in range(len(out_shape)):
+            if math.prod(out_shape[:k]) != before or n % out_shape[k]:
+                continue
+            for m in range(2, len(out_shape) - k + 1):
+                if math.prod(out_shape[k:k + m]) == n and min(out_shape[k:k + m]) >= 2:
+                    return d, k, m
+    return None
+
+
+def sliced_reshape(ctx: Context, t: AxisLayouts, in_shape: Sequence[int], out_shape: Sequence[int]) -> AxisLayouts | None:
+    """A reshape that cuts an axis into (slices, rest...) where the slices are only picked
+    one by one (``qkv.reshape(B, N, 3, heads, dim)`` then ``unbind`` or ``select``).
+
+    Each slice is its own piece of the input axis (``Sum``) cut into its own factors, so the
+    query, key and value parts of a fused projection get their own heads and dims. The
+    output's slice-dependent axes get stand-in atoms and ``g.slices`` says what each stands
+    for in each slice; ``select`` / ``unbind`` along the slice axis put the real layouts
+    back. None when the reshape is not of that form (the plain rule applies)."""
+    cut = _find_cut(in_shape, out_shape)
+    if cut is None or not picked_one_by_one(ctx.node, cut[1]):
+        return None
+    d, k, m = cut
+    n, rest = out_shape[k], list(out_shape[k + 1:k + m])
+    try:
+        pieces = ctx.g.split_sum(t[d], [math.prod(rest)] * n, ctx.where)
+        per_slice = [ctx.g.split_prod(p, rest, ctx.where) if len(rest) > 1 else [p] for p in pieces]
+    except LayoutMismatch:
+        return None
+    position = ctx.fresh(n, "slices are picked by position")
+    stand_ins = [ctx.fresh(s, "stands for a different layout in each slice") for s in rest]
+    ctx.g.slices[position] = tuple(dict(zip(stand_ins, factors)) for factors in per_slice)
+    before = reshape_layouts(ctx, t[:d], in_shape[:d], out_shape[:k])
+    after = reshape_layouts(ctx, t[d + 1:], in_shape[d + 1:], out_shape[k + m:])
+    return before + [position, *stand_ins] + after
 
 
 @register("aten.permute", "aten.permute_copy")

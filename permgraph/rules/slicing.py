@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from permgraph.axisgraph import Sum
+from permgraph.axisgraph import Layout, Sum
 from permgraph.rules.context import (
     AxisLayouts,
     Context,
@@ -92,7 +92,16 @@ def _unbind(ctx: Context) -> RuleOutput:
     d = dim_index(ctx["dim"] or 0, len(t))
     ctx.block(t[d], "unbind picks units by position")
     rest = [layout for i, layout in enumerate(t) if i != d]
-    return TupleLayouts(tuple(list(rest) for _ in range(ctx.shape(x)[d])))
+    return TupleLayouts(tuple(_slice_layouts(ctx, t[d], i, rest) for i in range(ctx.shape(x)[d])))
+
+
+def _slice_layouts(ctx: Context, position: Layout, i: int, rest: AxisLayouts) -> AxisLayouts:
+    """The layouts of slice ``i`` along an axis of positions: ``rest`` itself, unless the
+    slices carry layouts of their own (``shape.sliced_reshape``)."""
+    own = ctx.g.slices.get(position) if isinstance(position, int) else None
+    if own is None:
+        return list(rest)
+    return [own[i].get(x, x) if isinstance(x, int) else x for x in rest]
 
 
 @register("aten.select", "aten.select_copy")
@@ -101,7 +110,9 @@ def _select(ctx: Context) -> RuleOutput:
     t = ctx.layouts(ctx.first)
     d = dim_index(ctx["dim"], len(t))
     ctx.block(t[d], "select picks a unit by position")
-    return [layout for i, layout in enumerate(t) if i != d]
+    rest = [layout for i, layout in enumerate(t) if i != d]
+    index = ctx["index"]
+    return _slice_layouts(ctx, t[d], index + ctx.shape(ctx.first)[d] if index < 0 else index, rest)
 
 
 @register("aten.index_select")

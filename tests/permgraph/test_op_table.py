@@ -98,6 +98,32 @@ class PickPositions(nn.Module):
         return self.b(F.relu(self.a(x))[:, self.rows]).sum(1)
 
 
+class Recurrent(nn.Module):
+    """``head(rnn(x)[0])`` averaged over time: 8 input features, 6 hidden units a layer."""
+
+    def __init__(self, rnn: nn.Module):
+        super().__init__()
+        self.rnn = rnn
+        self.head = nn.Linear(rnn.hidden_size * (2 if rnn.bidirectional else 1) if not rnn.proj_size else rnn.proj_size, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0]).mean(1)
+
+
+class Unrolled(nn.Module):
+    """A recurrent cell (8 features in, 6 hidden units) run over the positions of ``x``."""
+
+    def __init__(self, cell: nn.Module):
+        super().__init__()
+        self.cell, self.head = cell, nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = None
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+        return self.head(state[0] if isinstance(state, tuple) else state)
+
+
 def randn(*shape: int) -> Callable[[], tuple[torch.Tensor, ...]]:
     return lambda: (torch.randn(*shape),)
 
@@ -218,6 +244,17 @@ TABLE = [
     Row("aten.pad", lambda: Through(lambda h: F.pad(h, (1, 1)), out=10), VECTORS, (), ("fc1.weight", "padded axis")),
     Row("aten.constant_pad_nd", lambda: Through(lambda h: torch.constant_pad_nd(h, (0, 0, 1, 1))), VECTORS, (8,),
         name="another axis padded"),
+    # recurrent layers: one group of hidden units per layer and direction
+    Row("aten.lstm", lambda: Recurrent(nn.LSTM(8, 6, num_layers=2, batch_first=True)), SEQUENCES, (6, 6)),
+    Row("aten.gru", lambda: Recurrent(nn.GRU(8, 6, bidirectional=True, batch_first=True)), SEQUENCES, (6, 6),
+        name="bidirectional"),
+    Row("aten.rnn_tanh", lambda: Recurrent(nn.RNN(8, 6, batch_first=True)), SEQUENCES, (6,)),
+    Row("aten.rnn_relu", lambda: Recurrent(nn.RNN(8, 6, nonlinearity="relu")), SEQUENCES, (6,), name="time first"),
+    Row("aten.lstm", lambda: Recurrent(nn.LSTM(8, 6, proj_size=4, batch_first=True)), SEQUENCES, (),
+        ("rnn.weight_ih_l0", "proj_size"), name="projections"),
+    Row("aten.lstm_cell", lambda: Unrolled(nn.LSTMCell(8, 6)), SEQUENCES, (6,)),
+    Row("aten.gru_cell", lambda: Unrolled(nn.GRUCell(8, 6)), SEQUENCES, (6,)),
+    Row("aten.rnn_tanh_cell", lambda: Unrolled(nn.RNNCell(8, 6)), SEQUENCES, (6,)),
     # pooling and resampling
     Row("aten.max_pool2d", conv_stack(nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 2, 1)), IMAGES, (8,)),
     Row("aten.avg_pool2d", conv_stack(nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(8, 2, 1)), IMAGES, (8,)),

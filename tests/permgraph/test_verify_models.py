@@ -35,7 +35,7 @@ TORCHVISION_CONTRACTS = {  # name -> (input size, free groups, permuted tensors)
     "efficientnet_b0": (64, 40, 310),
     "regnet_y_400mf": (64, 69, 330),
     "convnext_tiny": (64, 22, 181),
-    "vit_b_16": (224, 37, 151),
+    "vit_b_16": (224, 49, 151),  # nn.MultiheadAttention: q/k dims and value dims apart in each of 12 blocks
 }
 
 

@@ -1,0 +1,105 @@
+"""``infer(..., outputs=...)``: only the chosen outputs must be preserved; the spec records
+the choice and ``verify`` compares only those outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import permgraph
+from zoo.cli.permgraph import main
+
+
+@pytest.fixture(scope="module")
+def t5():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=64)
+    model = transformers.T5ForConditionalGeneration(config)
+    ids = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))
+    return model, {"input_ids": ids, "decoder_input_ids": ids, "use_cache": False}
+
+
+def _encoder_stream(spec: permgraph.PermSpec) -> permgraph.Group:
+    return next(g for g in spec.groups if any(m.param == "encoder.final_layer_norm.weight" for m in g.members))
+
+
+def test_t5_encoder_stream_is_free_when_only_the_logits_count(t5):
+    model, kwargs = t5
+    every = permgraph.infer(model, (), kwargs)
+    assert every.outputs is None
+    assert "model output" in (_encoder_stream(every).blocked or "")
+    logits = permgraph.infer(model, (), kwargs, outputs=("logits",))
+    assert logits.outputs == ("logits",)
+    assert _encoder_stream(logits).is_free
+    assert len(logits.free_groups) > len(every.free_groups)
+    report = permgraph.verify(model, logits, (), kwargs, control=True)
+    assert report.ok and report.outputs == ("logits",), report
+    assert report.outputs_compared == 1 and "outputs compared: logits" in str(report)
+    # the same groups checked on every output are wrong: encoder_last_hidden_state moves
+    assert not permgraph.verify(model, dataclasses.replace(logits, outputs=None), (), kwargs).ok
+
+
+def test_chosen_outputs_survive_json(t5):
+    model, kwargs = t5
+    spec = permgraph.infer(model, (), kwargs, outputs=["logits"])
+    data = json.loads(spec.to_json())
+    assert data["outputs"] == ["logits"]
+    back = permgraph.PermSpec.from_json(spec.to_json())
+    assert back == spec and back.outputs == ("logits",)
+    assert "outputs" not in json.loads(permgraph.infer(model, (), kwargs).to_json())
+    data["outputs"] = "logits"  # not a list of names
+    with pytest.raises(ValueError, match="list of output names"):
+        permgraph.PermSpec.from_dict(data)
+
+
+def test_an_unknown_output_name_lists_the_model_s_outputs(t5):
+    model, kwargs = t5
+    with pytest.raises(ValueError, match="no output 'loss'.*logits, encoder_last_hidden_state"):
+        permgraph.infer(model, (), kwargs, outputs=("loss",))
+
+
+class TwoHeads(nn.Module):
+    """A trunk, a head, and the trunk's features returned beside it (a tuple or a dict)."""
+
+    def __init__(self, as_dict: bool = False):
+        super().__init__()
+        self.trunk, self.mid, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.as_dict = as_dict
+
+    def forward(self, x):
+        features = self.mid(torch.relu(self.trunk(x)))
+        out = self.head(torch.relu(features))
+        return {"out": out, "features": features} if self.as_dict else (out, features)
+
+
+@pytest.mark.parametrize("as_dict,chosen", [(False, (0,)), (False, ("0",)), (True, ("out",))])
+def test_tuple_index_or_dict_key_chooses_the_output(as_dict, chosen):
+    torch.manual_seed(0)
+    model, x = TwoHeads(as_dict), torch.randn(5, 4)
+    assert [g.size for g in permgraph.infer(model, (x,)).free_groups] == [8]  # mid's units are returned
+    spec = permgraph.infer(model, (x,), outputs=chosen)
+    assert sorted(g.size for g in spec.free_groups) == [8, 8]
+    report = permgraph.verify(model, spec, (x,), control=True)
+    assert report.ok and report.outputs_compared == 1, report
+
+
+def test_command_line_output_flag(tmp_path, monkeypatch, capsys):
+    (tmp_path / "two_heads.py").write_text(
+        "from tests.permgraph.test_outputs import TwoHeads\n"
+        "def net():\n    return TwoHeads(as_dict=True)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["inspect", "two_heads:net", "--input", "5,4"]) == 0
+    assert "1 free groups" in capsys.readouterr().out
+    assert main(["inspect", "two_heads:net", "--input", "5,4", "--output", "out"]) == 0
+    assert "2 free groups" in capsys.readouterr().out
+    assert main(["verify", "two_heads:net", "--input", "5,4", "--output", "out"]) == 0
+    out = capsys.readouterr().out
+    assert "verify OK" in out and "outputs compared: out" in out
+    assert main(["verify", "two_heads:net", "--input", "5,4", "--output", "logits"]) == 2
+    err = capsys.readouterr().err
+    assert "no output 'logits'" in err and "out, features" in err
