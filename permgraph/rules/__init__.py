@@ -26,6 +26,7 @@ from permgraph.rules import (  # noqa: F401  (imported for their @register side 
     conv,
     embedding,
     experts,
+    experts,
     factories,
     norms,
     ordering,
@@ -44,11 +45,13 @@ from permgraph.rules.context import (
     RuleOutput,
     TupleLayouts,
     block_everything,
+    dim_index,
     flat_nodes,
     op_name,
     register,
     rule_for,
 )
+from permgraph.rules.public import register_rule, registered_rule, rule_key, unregister_rule, user_rules
 from permgraph.rules.public import register_rule, registered_rule, rule_key, unregister_rule, user_rules
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "RuleOutput",
     "TupleLayouts",
     "block_everything",
+    "dim_index",
     "flat_nodes",
     "op_name",
     "register",

@@ -54,8 +54,8 @@ def rule_key(op: Any) -> str:
     if isinstance(qualname, str):
         op = qualname
     if not isinstance(op, str):
-        key = op_name(op)
-        if not key or key.startswith("<"):
+        key = str(op) if hasattr(op, "overloads") else op_name(op)  # a packet names itself
+        if not callable(op) or not key or key.startswith("<"):
             raise TypeError(f"cannot name a rule for {op!r}: pass the op's name, e.g. 'mylib::my_op'")
         return key
     name = op.strip().replace("::", ".")

@@ -261,6 +261,17 @@ TABLE = [
     Row("aten.adaptive_avg_pool2d", lambda: ConvThrough(lambda h: F.adaptive_avg_pool2d(h.relu(), 2)), IMAGES, (8,)),
     Row("aten.upsample_nearest2d", lambda: ConvThrough(lambda h: F.interpolate(h.relu(), scale_factor=2)), IMAGES,
         (8,)),
+    Row("aten.pixel_shuffle", conv_stack(nn.PixelShuffle(2), nn.ReLU(), nn.Conv2d(2, 2, 3)), IMAGES, (2,)),
+    Row("aten.pixel_unshuffle", conv_stack(nn.PixelUnshuffle(2), nn.ReLU(), nn.Conv2d(32, 2, 1)), IMAGES, (8,)),
+    # routing (tests/permgraph/test_moe.py has the routed-experts models)
+    Row("aten.topk", lambda: Through(lambda h: h * h.topk(2, -1).values.sum(-1, keepdim=True)), VECTORS, (8,),
+        name="values"),
+    Row("aten.topk", lambda: Through(lambda h: h * h.topk(2, -1).indices.sum(-1, keepdim=True)), VECTORS, (),
+        ("fc1.weight", "reads them as numbers"), name="indices as numbers"),
+    Row("aten.gather", lambda: Through(lambda h: h.gather(1, torch.tensor([[1, 0, 2, 3, 4, 5, 6, 7]]).expand(2, 8))),
+        VECTORS, (), ("fc1.weight", "gather picks units by position")),
+    Row("aten.index_add", lambda: Through(lambda h: torch.zeros(2, 8).index_add(0, torch.tensor([1, 0]), h)), VECTORS,
+        (8,)),
 ]
 
 
