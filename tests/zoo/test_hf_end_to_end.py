@@ -12,78 +12,45 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from transfer.trajectory import Trajectory
 
 pytest.importorskip("transformers")
 
-MYMODELS = '''
-import torch
-from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
+SECTION = "### Hugging Face models, dict datasets and the `Trainer`"
 
 
-def tiny_bert(num_labels=2):
-    config = BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=16, num_labels=num_labels)
-    return BertForSequenceClassification(config)
+def guide_section() -> str:
+    return GUIDE.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
 
 
-class BagOfTokens(nn.Module):
-    """Not a Hugging Face model: a forward that takes the dict's keys and returns logits."""
-
-    def __init__(self, vocab=32, width=16, classes=2):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.hidden = nn.Linear(width, width)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.unsqueeze(-1).float()
-        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1)
-        return self.head(torch.relu(self.hidden(pooled)))
+def guide_files() -> dict[str, str]:
+    """The user's files as the guide shows them: python blocks whose first line is ``# NAME.py``."""
+    blocks = re.findall(r"```python\n# (\w+\.py)\n(.*?)```", guide_section(), flags=re.S)
+    return dict(blocks)
 
 
-def bag_of_tokens():
-    return BagOfTokens()
-'''
-
-MYDATA = '''
-import torch
-from torch.utils.data import Dataset
-
-
-class Tokens(Dataset):
-    """Sequences of 12 token ids; the label says whether token 5 occurs in the first half."""
-
-    def __init__(self, n, seed):
-        g = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(1, 32, (n, 12), generator=g)
-        self.labels = (self.ids[:, :6] == 5).any(1).long()
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(12, dtype=torch.long), "labels": self.labels[i]}
-
-
-def tok_splits(n=64):
-    return Tokens(n, 0), Tokens(32, 1)
-'''
+def guide_commands() -> list[list[str]]:
+    """The command lines of the guide's shell blocks, in order, as argument lists."""
+    lines = [ln for block in re.findall(r"```bash\n(.*?)```", guide_section(), flags=re.S) for ln in block.splitlines()]
+    return [shlex.split(ln) for ln in lines if ln.strip()]
 
 
 @pytest.fixture()
 def user(tmp_path, monkeypatch):
     """The user's folder with their two modules, on the path of this process and of the commands."""
-    (tmp_path / "mymodels.py").write_text(MYMODELS)
-    (tmp_path / "mydata.py").write_text(MYDATA)
+    files = guide_files()
+    assert {"mymodels.py", "mydata.py", "train_bert.py"} <= set(files), sorted(files)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     for name in ("mymodels", "mydata"):
@@ -101,51 +68,40 @@ def cli(folder: Path, *argv: str) -> subprocess.CompletedProcess:
     return done
 
 
-def train_with_trainer(folder: Path, seed: int) -> Path:
-    """What the user's training script does: a Trainer run recorded with TrajectoryCallback."""
-    import mydata
-    import mymodels
-    from transformers import Trainer, TrainingArguments
-
-    from transfer.record import TrajectoryCallback
-
-    run = folder / f"S{seed}"
-    torch.manual_seed(seed)
-    train, val = mydata.tok_splits()
-    args = TrainingArguments(output_dir=str(folder / f"hf{seed}"), num_train_epochs=2, per_device_train_batch_size=16,
-                             learning_rate=1e-3, eval_strategy="epoch", logging_strategy="epoch", save_strategy="no",
-                             report_to=[], use_cpu=True, seed=seed, disable_tqdm=True)  # fmt: skip
-    callback = TrajectoryCallback(run, model="mymodels:tiny_bert", data="mydata:tok_splits", seed=seed)
-    Trainer(model=mymodels.tiny_bert(), args=args, train_dataset=train, eval_dataset=val, callbacks=[callback]).train()
-    return run
-
-
-def test_a_trainer_recorded_bert_goes_through_run_diagnose_match_and_finetune_from_the_command_line(user):
-    s1, s2 = train_with_trainer(user, 1), train_with_trainer(user, 2)
-    assert Trajectory(s1).complete and "eval_loss" in Trajectory(s1).checkpoints[-1]["metrics"]
-    own = ["--model", "mymodels:tiny_bert", "--data", "mydata:tok_splits"]
-    cli(user, "zoo.cli.transfer", "run", "--method", "fgmt,naive", "--source", "S1", "--target-init", "S2", *own,
-        "--T", "2", "--grad-batches", "2", "--batch-size", "8", "--out", "T", "--no-progress")  # fmt: skip
-    results = json.loads((user / "T" / "results.json").read_text())
+def test_the_guides_bert_route_runs_from_the_command_line_as_written(user):
+    """Trainer + TrajectoryCallback, then transfer run, diagnose, match and finetune with the user's
+    --model / --data: every line of the guide's first shell block, as it stands."""
+    commands = guide_commands()
+    assert commands[0] == ["python", "train_bert.py"]
+    exec(compile((user / "train_bert.py").read_text(), "train_bert.py", "exec"), {"__name__": "__main__"})
+    s1 = Trajectory(user / "runs" / "bert" / "s1")
+    assert s1.complete and s1.steps == [0, 4, 8] and "eval_loss" in s1.checkpoints[-1]["metrics"]
+    bert = [c for c in commands[1:] if c[0] == "transfer" and "mymodels:tiny_bert" in c]
+    assert [c[1] for c in bert] == ["run", "diagnose", "match", "finetune"]
+    for argv in bert:
+        cli(user, "zoo.cli.transfer", *argv[1:])
+    t = user / "runs" / "bert" / "t"
+    results = json.loads((t / "results.json").read_text())
     assert set(results["methods"]) == {"fgmt", "naive"}
     assert all(len(m["val_acc"]) == 3 for m in results["methods"].values())
-    assert Trajectory(user / "T" / "fgmt").complete
-
-    diag = cli(user, "zoo.cli.transfer", "diagnose", "S1", "S2", *own, "--grad-batches", "2", "--batch-size", "8",
-               "--json", "diagnose.json")  # fmt: skip
-    assert "verdict" in diag.stdout and json.loads((user / "diagnose.json").read_text())["verdict"]
-
-    cli(user, "zoo.cli.transfer", "match", "S1", "S2", *own, "--out", "M", "--no-progress")
-    match = json.loads((user / "M" / "results.json").read_text())
+    match = json.loads((user / "runs" / "bert" / "match" / "results.json").read_text())
     assert match["objective_after"] >= match["objective_before"] and match["groups"]
-    assert (user / "M" / "permutation.safetensors").exists()
-    permuted = Trajectory(user / "M" / "b_permuted")
-    assert permuted.steps == Trajectory(s2).steps and permuted.model == "mymodels:tiny_bert"
+    assert (user / "runs" / "bert" / "match" / "permutation.safetensors").exists()
+    permuted = Trajectory(user / "runs" / "bert" / "match" / "b_permuted")
+    assert permuted.steps == s1.steps and permuted.model == "mymodels:tiny_bert"
+    tuned = [Trajectory(p) for p in t.glob("finetune_*")]
+    assert len(tuned) == 1 and tuned[0].complete and None not in tuned[0].metrics("val_acc")
 
-    cli(user, "zoo.cli.transfer", "finetune", "--from", "T", *own, "--epochs", "1", "--lr", "0.001",
-        "--batch-size", "16", "--out", "F", "--no-progress")  # fmt: skip
-    tuned = Trajectory(user / "F")
-    assert tuned.complete and len(tuned.steps) == 2 and None not in tuned.metrics("val_acc")
+
+def test_the_guides_plain_module_lines_run_as_written(user):
+    from zoo.cli.transfer import main as transfer
+    from zoo.cli.zoo import main as zoo
+
+    plain = [c for c in guide_commands() if "mymodels:bag_of_tokens" in c]
+    assert [c[:2] for c in plain] == [["zoo", "train"], ["zoo", "train"], ["transfer", "match"]]
+    for argv in plain:
+        assert {"zoo": zoo, "transfer": transfer}[argv[0]](argv[1:]) == 0, argv
+    assert json.loads((user / "runs" / "bag" / "match" / "results.json").read_text())["format"] == "permgraph-match"
 
 
 def test_a_plain_module_taking_the_dicts_goes_through_zoo_train_and_every_transfer_command(user):
@@ -207,3 +163,10 @@ def test_match_takes_input_shapes_and_a_call_that_does_not_fit_names_our_call(us
     assert transfer(["match", "P1", "P2", *own, "--input", "2,12:long", "--input", "2,12:long", "--out", "PM",
                      "--no-progress"]) == 0  # fmt: skip
     assert json.loads((user / "PM" / "results.json").read_text())["format"] == "permgraph-match"
+
+
+def test_the_readmes_hugging_face_commands_are_the_guides_which_run_above():
+    readme = (GUIDE.parents[1] / "README.md").read_text()
+    shown = [shlex.split(ln) for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+             for ln in block.splitlines() if "mymodels:" in ln]  # fmt: skip
+    assert shown and all(argv in guide_commands() for argv in shown)
