@@ -1,7 +1,8 @@
 """Show a spec: a text table, Graphviz DOT of the data flow with groups coloured, or a PNG.
 
-The drawing colours each op of the traced graph by the free group its widest permutable
-axis belongs to, so residual streams, attention heads and blocked regions stand out.
+The drawing marks each op of the traced graph with every free group its output's axes belong to
+(one ring per group, widest outermost; a legend names them), so residual streams, attention heads
+and their head dims, and blocked regions stand out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import networkx as nx
 from permgraph.infer import Analysis
 from permgraph.spec import PermSpec
 
-__all__ = ["dataflow_graph", "spec_table", "to_dot", "save_png"]
+__all__ = ["dataflow_graph", "spec_table", "to_dot", "save_png", "draw_figure"]
 
 _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
             "#469990", "#9a6324", "#800000", "#808000", "#000075", "#fabed4", "#ffd8b1", "#aaffc3"]
@@ -49,7 +50,9 @@ def spec_table(spec: PermSpec, show_blocked: bool = False, max_members: int = 4)
 
 
 def dataflow_graph(analysis: Analysis, spec: PermSpec) -> nx.DiGraph:
-    """The traced ops as a DiGraph; each node carries ``label`` and ``group`` (or None)."""
+    """The traced ops as a DiGraph; each node carries ``label``, ``groups`` (every free group its
+    output's axes belong to, widest first: an attention block carries its heads and its head dim)
+    and ``group`` (the widest of them, or None)."""
     g = analysis.graph
     leaf_to_group: dict[int, str] = {}
     for group in spec.free_groups:
@@ -72,19 +75,24 @@ def dataflow_graph(analysis: Analysis, spec: PermSpec) -> nx.DiGraph:
             label = key or f"input {node.name}"
         else:
             label = name.replace("aten.", "")
-        best, best_size = None, 0
-        value = analysis.values.get(node)
-        layouts = value if isinstance(value, list) else []  # a single tensor's AxisLayouts
-        for layout in layouts:
-            for leaf in g.leaves(layout):
-                group = leaf_to_group.get(leaf)
-                if group and g.size(leaf) > best_size:
-                    best, best_size = group, g.size(leaf)
-        dg.add_node(node.name, label=label, group=best, is_param=node.op == "placeholder")
+        groups = _node_groups(g, analysis.values.get(node), leaf_to_group)
+        dg.add_node(node.name, label=label, groups=groups, group=groups[0] if groups else None,
+                    is_param=node.op == "placeholder")  # fmt: skip
         for inp in node.all_input_nodes:
             if inp.name in dg:
                 dg.add_edge(inp.name, node.name)
     return dg
+
+
+def _node_groups(g, value, leaf_to_group: dict[int, str]) -> list[str]:
+    """Every free group on the axes of one traced value (a single tensor's AxisLayouts), widest first."""
+    sizes: dict[str, int] = {}
+    for layout in value if isinstance(value, list) else []:
+        for leaf in g.leaves(layout):
+            group = leaf_to_group.get(leaf)
+            if group:
+                sizes[group] = max(sizes.get(group, 0), g.size(leaf))
+    return sorted(sizes, key=lambda name: (-sizes[name], name))
 
 
 def _colours(spec: PermSpec) -> dict[str, str]:
@@ -92,27 +100,49 @@ def _colours(spec: PermSpec) -> dict[str, str]:
 
 
 def to_dot(analysis: Analysis, spec: PermSpec) -> str:
-    """Graphviz DOT text of the data flow, ops filled with their free group's colour."""
+    """Graphviz DOT text of the data flow: an op is filled with the colours of all its free groups
+    (wedges for ops, stripes for parameters), its tooltip names them."""
     dg = dataflow_graph(analysis, spec)
     colours = _colours(spec)
     lines = ["digraph permgraph {", "  rankdir=TB; node [style=filled, fontsize=10];"]
     for n, data in dg.nodes(data=True):
-        colour = colours.get(data["group"], "#dddddd")
+        groups = data["groups"]
         shape = "box" if data["is_param"] else "ellipse"
-        tip = f"group {data['group']}" if data["group"] else "no free group"
-        lines.append(f'  "{n}" [label="{data["label"]}", fillcolor="{colour}", shape={shape}, tooltip="{tip}"];')
+        fill = ":".join(colours[g] for g in groups) or "#dddddd"
+        style = "filled" if len(groups) < 2 else ("striped" if data["is_param"] else "wedged")
+        tip = ("groups " + ", ".join(groups)) if groups else "no free group"
+        lines.append(f'  "{n}" [label="{data["label"]}", fillcolor="{fill}", style={style}, shape={shape}, '
+                     f'tooltip="{tip}"];')  # fmt: skip
     for a, b in dg.edges:
         lines.append(f'  "{a}" -> "{b}";')
     lines.append("}")
     return "\n".join(lines)
 
 
+_NODE = 55  # marker area (points²) of the innermost ring
+_LEGEND_MAX = 40  # groups listed by name in the legend; the rest are counted
+
+
 def save_png(analysis: Analysis, spec: PermSpec, path: str | Path, max_nodes: int = 400) -> Path:
-    """Draw the data flow top-down with groups coloured (matplotlib, no Graphviz needed).
+    """Draw the data flow top-down (matplotlib, no Graphviz needed). Each op is a set of concentric
+    rings, one per free group on its output (the widest outermost), so an attention block shows its
+    head group and its head-dim group; a legend names every group drawn.
 
     The PNG carries ``Software: permgraph`` in its metadata (a text chunk before the image
     data), so the command line can tell a file it wrote from a user's own PNG before
     overwriting it."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_figure(analysis, spec, max_nodes)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight", format="png", metadata={"Software": "permgraph"})
+    plt.close(fig)
+    return path
+
+
+def draw_figure(analysis: Analysis, spec: PermSpec, max_nodes: int = 400):
+    """The matplotlib figure :func:`save_png` writes (Agg backend; the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,18 +156,50 @@ def save_png(analysis: Analysis, spec: PermSpec, path: str | Path, max_nodes: in
             view.nodes[n]["layer"] = layer
     pos = nx.multipartite_layout(view, subset_key="layer", align="horizontal")
     pos = {n: (x, -y) for n, (x, y) in pos.items()}
-    colours = _colours(spec)
     height = max(6, 0.25 * (1 + max((d["layer"] for _, d in view.nodes(data=True)), default=0)))
-    fig, ax = plt.subplots(figsize=(10, min(height, 60)))
-    nx.draw_networkx_edges(view, pos, ax=ax, arrows=False, alpha=0.4, width=0.6)
-    nx.draw_networkx_nodes(view, pos, ax=ax, node_size=60,
-                           node_color=[colours.get(d["group"], "#cccccc") for _, d in view.nodes(data=True)])
+    fig, ax = plt.subplots(figsize=(12, min(height, 60)))
+    nx.draw_networkx_edges(view, pos, ax=ax, arrows=False, alpha=0.4, width=0.6, node_size=_NODE)
+    drawn = _draw_rings(ax, view, pos, _colours(spec))
     nx.draw_networkx_labels(view, pos, ax=ax, font_size=5,
-                            labels={n: d["label"] for n, d in view.nodes(data=True)})
-    ax.set_title(f"{spec.summary()}\ncoloured by free group; grey: no free group", fontsize=8)
+                            labels={n: d["label"] for n, d in view.nodes(data=True)})  # fmt: skip
+    _legend(ax, spec, drawn)
+    ax.set_title(f"{spec.summary()}\none ring per free group on an op's output (widest outermost); grey: none",
+                 fontsize=8)  # fmt: skip
     ax.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight", format="png", metadata={"Software": "permgraph"})
-    plt.close(fig)
-    return path
+    return fig
+
+
+def _draw_rings(ax, view: nx.DiGraph, pos: dict, colours: dict[str, str]) -> list[str]:
+    """Concentric markers, outermost first; returns the groups drawn, in spec order."""
+    nodes = list(view.nodes(data=True))
+    depth = max((len(d["groups"]) for _, d in nodes), default=0)
+    bare = [n for n, d in nodes if not d["groups"]]
+    if bare:
+        ax.scatter([pos[n][0] for n in bare], [pos[n][1] for n in bare], s=_NODE, c="#cccccc", zorder=2,
+                   edgecolors="white", linewidths=0.3)  # fmt: skip
+    seen: set[str] = set()
+    for k in range(depth):
+        ring = [(n, d["groups"]) for n, d in nodes if len(d["groups"]) > k]
+        sizes = [_NODE * (1 + 1.8 * (len(groups) - 1 - k)) for _, groups in ring]
+        ax.scatter([pos[n][0] for n, _ in ring], [pos[n][1] for n, _ in ring], s=sizes, zorder=2 + k,
+                   c=[colours[groups[k]] for _, groups in ring], edgecolors="white", linewidths=0.3)  # fmt: skip
+        seen.update(groups[k] for _, groups in ring)
+    return [name for name in colours if name in seen]
+
+
+def _legend(ax, spec: PermSpec, drawn: list[str]) -> None:
+    from matplotlib.lines import Line2D
+
+    colours = _colours(spec)
+    sizes = {g.name: g.size for g in spec.free_groups}
+
+    def mark(colour: str, text: str) -> Line2D:
+        return Line2D([], [], marker="o", ls="", markersize=6, markerfacecolor=colour, markeredgecolor="white",
+                      label=text)  # fmt: skip
+
+    handles = [mark(colours[g], f"{g} ({sizes[g]})") for g in drawn[:_LEGEND_MAX]]
+    if len(drawn) > _LEGEND_MAX:
+        handles.append(Line2D([], [], ls="", label=f"… and {len(drawn) - _LEGEND_MAX} more groups"))
+    handles.append(mark("#cccccc", "no free group"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=6, frameon=False,
+              title="free group (size)", title_fontsize=7)  # fmt: skip

@@ -399,7 +399,7 @@ def owned_by_transfer(name: str) -> bool:
     from transfer.methods import method_names
 
     return (
-        name in ("results.json", ".state", ".lock", MARKER)
+        name in ("results.json", "transfer.png", ".state", ".lock", MARKER)
         or name in method_names()
         or name.startswith(("finetune_", "."))
     )

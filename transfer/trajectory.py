@@ -40,7 +40,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from transfer.files import atomic_write_bytes, atomic_write_json, fsync_dir, sha256_file, temporary_path
+from transfer.files import atomic_write_bytes, atomic_write_json, file_mode, fsync_dir, sha256_file, temporary_path
 
 __all__ = [
     "FORMAT",
@@ -71,7 +71,7 @@ class TrajectoryError(ValueError):
 # the advice a damaged or missing manifest gives: the checkpoints are intact and describe themselves
 REBUILD = (
     "the checkpoints in the folder are kept and carry their own metadata: rebuild the manifest from them with "
-    "`zoo repair {path}` (nothing is deleted; in Python: transfer.rebuild.rebuild_manifest)"
+    "`zoo repair {path}` (it keeps every file; in Python: transfer.rebuild.rebuild_manifest)"
 )
 
 # the advice every damaged-checkpoint message gives; following it works (tests/reliability)
@@ -196,6 +196,7 @@ class TrajectoryWriter:
         tmp = temporary_path(final)
         try:
             save_file(tensors, str(tmp), metadata={"permgraph": self._about(tensors, step, epoch, name, metrics)})
+            os.chmod(tmp, file_mode())  # safetensors creates its file 0600: the umask's mode, as for every file
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             digest = sha256_file(tmp)

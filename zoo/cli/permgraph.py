@@ -33,6 +33,7 @@ from zoo.errors import ZooError
 
 __all__ = ["main", "parse_input"]
 
+
 def parse_input(text: str) -> tuple[tuple[int, ...], torch.dtype]:
     """``"2,3,32,32"`` or ``"2,16:long"`` -> (shape, dtype); every size a positive int
     (:func:`transfer.inputs.parse_input`: ``--input`` means the same on every command).
@@ -112,12 +113,16 @@ def _inspect(args: argparse.Namespace) -> int:
     spec, analysis = _infer(args, model, ex_args, ex_kwargs, return_analysis=True)
     seconds = time.perf_counter() - t0
     if args.format == "table":
-        print(spec_table(spec, show_blocked=args.blocked))
-        print(f"trace {analysis.seconds['trace']:.2f} s, infer {analysis.seconds['infer']:.3f} s "
-              f"(total {seconds:.2f} s)")  # fmt: skip
+        lines = [spec_table(spec, show_blocked=args.blocked),
+                 f"trace {analysis.seconds['trace']:.2f} s, infer {analysis.seconds['infer']:.3f} s (total {seconds:.2f} s)"]
         if analysis.unknown_ops:
-            print("ops without a rule (their axes are blocked): "
-                  + ", ".join(f"{k} ×{v}" for k, v in analysis.unknown_ops.items()))  # fmt: skip
+            lines.append("ops without a rule (their axes are blocked): "
+                         + ", ".join(f"{k} ×{v}" for k, v in analysis.unknown_ops.items()))  # fmt: skip
+        if args.out:  # the first line says whose file it is, so a later --out may replace it
+            atomic_write_bytes(args.out, "\n".join([f"{TABLE_HEADER} {args.model}", *lines, ""]).encode())
+            print(f"wrote {args.out}")
+        else:
+            print("\n".join(lines))
     elif args.format in ("json", "dot"):
         text = spec.to_json() if args.format == "json" else to_dot(analysis, spec)
         if args.out:
@@ -146,6 +151,9 @@ def check_output_file(path: Path, fmt: str, force: bool) -> None:
         raise ZooError(f"--out {path} exists and was not written by permgraph; pass --force to replace it")
 
 
+TABLE_HEADER = "# permgraph inspect --format table:"
+
+
 def _written_by_us(path: Path, fmt: str) -> bool:
     try:
         head = path.read_bytes()[:4096]
@@ -159,6 +167,8 @@ def _written_by_us(path: Path, fmt: str) -> bool:
             return False
     if fmt == "dot":
         return head.startswith(b"digraph permgraph {")
+    if fmt == "table":
+        return head.startswith(TABLE_HEADER.encode())
     return head.startswith(b"\x89PNG") and b"permgraph" in head
 
 
@@ -204,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a tuple); the others may change (default: every output)")  # fmt: skip
     p = sub.add_parser("inspect", parents=[common], help="list the permutation groups")
     p.add_argument("--format", choices=["table", "json", "dot", "png"], default="table")
-    p.add_argument("--out", help="file to write (json / dot / png)")
+    p.add_argument("--out", help="file to write, in any --format (png: default MODEL.png)")
     p.add_argument("--force", action="store_true", help="replace an --out file that permgraph did not write")
     p.add_argument("--blocked", action="store_true", help="also list blocked groups and why")
     p.set_defaults(fn=_inspect)

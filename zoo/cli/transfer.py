@@ -193,6 +193,8 @@ def _data_for(args: argparse.Namespace, recorded: str, where: str = ""):
 def _run(args: argparse.Namespace) -> int:
     from transfer import distributed as dist
     from transfer.engine import TransferEngine, open_trajectory, process_age, transfer_output
+    from transfer.plots import PLOT, plot_results
+    from transfer.results import load_results
 
     options = _options(args)
     dist.init_from_env(options.device)
@@ -214,6 +216,8 @@ def _run(args: argparse.Namespace) -> int:
         engine.note_phase("startup", startup)
     with transfer_output(out):  # one writer for every method of the command
         rows = [(m, engine.run(m, src, target_init, target=args.target, out=out)) for m in args.method]
+        if dist.is_main():  # every method in results.json, those of earlier commands too
+            plot_results(load_results(out), Path(out) / PLOT)
     if dist.is_main():
         _print_rows(rows, args.T, out)
     return 0
@@ -222,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
 def _print_rows(rows: list, T: int, out: str) -> None:
     world = rows[0][1].get("world_size", 1) if rows else 1
     on = f" ({world} processes)" if world > 1 else ""
-    print(f"val accuracy (%) of the transferred parameters, t = 0..{T}{on}   -> {out}/results.json")
+    print(f"val accuracy (%) of the transferred parameters, t = 0..{T}{on}   -> {out}/results.json, {out}/transfer.png")
     for method, res in rows:
         accs = " ".join(f"{100 * a:5.1f}" for a in res["val_acc"])
         print(f"  {method:7s} {accs}   best t={res['best_t']}   {res['seconds']:.1f} s")

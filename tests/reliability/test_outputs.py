@@ -1,0 +1,69 @@
+"""Outputs people look at: ``transfer run`` draws ``transfer.png`` (a line per method in the
+registry's styles, accuracy and loss per t); ``permgraph inspect --out`` writes a file in every
+format, and replaces only a file it wrote."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.colors as mcolors
+import pytest
+from reliability_kit import MODEL, transfer_args
+
+from transfer.methods import label, plot_style
+from transfer.plots import results_figure
+from zoo.cli.permgraph import main as permgraph_cli
+from zoo.cli.transfer import main as transfer
+
+
+def test_transfer_run_draws_every_method_of_results_json_in_the_registry_styles(work):
+    out = work / "out"
+    assert transfer(transfer_args(work, out, "--method", "fgmt,naive")) == 0
+    head = (out / "transfer.png").read_bytes()[:4096]
+    assert head.startswith(b"\x89PNG") and b"permgraph" in head
+    results = json.loads((out / "results.json").read_text())
+    fig = results_figure(results)
+    acc, loss = fig.axes
+    for ax, key, scale in ((acc, "val_acc", 100), (loss, "val_loss", 1)):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {label(m) for m in results["methods"]}
+        for method, entry in results["methods"].items():
+            line, style = lines[label(method)], plot_style(method)
+            assert list(line.get_ydata()) == pytest.approx([scale * v for v in entry[key]])
+            assert list(line.get_xdata()) == list(range(len(entry[key])))
+            if "color" in style:
+                assert mcolors.same_color(line.get_color(), style["color"])
+    assert "accuracy" in acc.get_ylabel() and "loss" in loss.get_ylabel()
+
+
+def test_a_later_method_is_added_to_the_figure(work):
+    out = work / "out"
+    assert transfer(transfer_args(work, out)) == 0
+    first = (out / "transfer.png").read_bytes()
+    assert transfer(transfer_args(work, out, "--method", "naive")) == 0
+    assert (out / "transfer.png").read_bytes() != first
+
+
+@pytest.mark.parametrize("fmt, name", [("table", "table.txt"), ("json", "spec.json"), ("dot", "graph.dot"),
+                                       ("png", "graph.png")])  # fmt: skip
+def test_inspect_out_writes_a_file_in_every_format_and_replaces_only_its_own(tmp_path, fmt, name, capsys):
+    out = tmp_path / name
+    assert permgraph_cli(["inspect", MODEL, "--format", fmt, "--out", str(out)]) == 0
+    assert out.exists() and out.stat().st_size > 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert permgraph_cli(["inspect", MODEL, "--format", fmt, "--out", str(out)]) == 0, "its own file is replaced"
+    theirs = tmp_path / f"theirs_{name}"
+    theirs.write_text("a user's file\n")
+    assert permgraph_cli(["inspect", MODEL, "--format", fmt, "--out", str(theirs)]) == 2
+    assert "was not written by permgraph" in capsys.readouterr().err
+    assert theirs.read_text() == "a user's file\n"
+
+
+def test_the_table_file_holds_what_the_terminal_shows(tmp_path, capsys):
+    assert permgraph_cli(["inspect", MODEL]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert permgraph_cli(["inspect", MODEL, "--out", str(tmp_path / "table.txt")]) == 0
+    written = (tmp_path / "table.txt").read_text().splitlines()
+    assert written[0].startswith("# permgraph inspect --format table: " + MODEL)
+    timing = [i for i, line in enumerate(shown) if line.startswith("trace ")]
+    assert written[1 : 1 + timing[0]] == shown[: timing[0]], "the same table (only the timings differ)"
