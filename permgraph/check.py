@@ -91,7 +91,7 @@ class CheckReport:
 
     def __str__(self) -> str:
         verdict = ("SOUND and complete" if self.complete else "SOUND, incomplete") if self.ok else "UNSOUND"
-        head = (f"check_spec: {verdict} ({len(self.errors)} errors, {len(self.notes)} notes; "
+        head = (f"check_spec: {verdict} ({_count(len(self.errors), 'error')}, {_count(len(self.notes), 'note')}; "
                 f"{len(self.perms)} hand permutations, {self.inferred_free_groups} inferred free groups; "
                 f"{self.precision}, tolerance {self.rtol:.0e} of the largest output)")  # fmt: skip
         rows = [("severity", "kind", "permutation", "message")]
@@ -102,6 +102,10 @@ class CheckReport:
                        "" if p.holds is None else "ok" if p.holds else "BREAKS") for p in self.perms]  # fmt: skip
         together = "-" if self.together is None else f"{self.together:.2g}"
         return "\n".join(lines + [""] + _table(perm_rows) + [f"all together at random: change {together}"])
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -143,7 +147,7 @@ def check_spec(
     hand_spec = _as_permspec(hand, resolved.members, resolved.sizes, shapes)
     results, changes = _alone(check, hand_spec, hand)
     together = _together(check, hand_spec, trials)
-    findings = list(resolved.findings) + _with_changes(structure, changes, check, _applied(resolved))
+    findings = list(resolved.findings) + _with_changes(structure, changes, check, resolved)
     for name, change in changes.items():
         if not check.holds(change) and not any(f.perm == name and f.kind.is_error for f in findings):
             findings.append(Finding(FindingKind.BREAKS_FUNCTION, name, (), (
@@ -212,23 +216,34 @@ def _applied(resolved: Resolved) -> set[tuple[str, str]]:
     return {(perm, where(m)) for perm, ms in resolved.members.items() for m in ms}
 
 
+def _odd_change(check: OutputCheck, resolved: Resolved, f: Finding) -> float | None:
+    """For a finding about a member of another size than its permutation (the check could not
+    apply it with the rest): how far permuting that member alone moves the outputs (one forward)."""
+    grid = next((m for m in resolved.odd.get(f.perm or "", ()) if f.members and where(m) == f.members[0]), None)
+    if grid is None or grid.sizes[grid.group_dim] < 2:
+        return None
+    probe = PermSpec((Group("probe", grid.sizes[grid.group_dim], (grid,)),), param_shapes={})
+    return check.change(apply(probe, check.random_permutation(probe), check.state))
+
+
 def _with_changes(findings: list[Finding], changes: Mapping[str, float], check: OutputCheck,
-                  applied: set[tuple[str, str]]) -> list[Finding]:
-    """Each structural error, confirmed (or not) by its permutation's numerical check. A finding
-    about a member the check could not apply (another size) gets no verdict from it; one about a
-    left-out tensor is confirmed by permuting the permutation without it."""
-    out = []
+                  resolved: Resolved) -> list[Finding]:
+    """Each structural error, confirmed (or not) numerically: by permuting its permutation alone
+    (a left-out tensor: the permutation without it), or, for a member of another size, that member
+    alone. Validity errors (names, ranks, sizes) need no confirmation."""
+    applied, out = _applied(resolved), []
     for f in findings:
-        change = changes.get(f.perm) if f.perm else None
-        testable = f.kind is FindingKind.LEAVES_OUT_TIED or all((f.perm, m) in applied for m in f.members)
-        if not f.kind.is_error or change is None or not testable:
+        change, subject = (changes.get(f.perm) if f.perm else None), f.perm
+        if f.kind is not FindingKind.LEAVES_OUT_TIED and not all((f.perm, m) in applied for m in f.members):
+            change, subject = (None if f.kind is FindingKind.SIZE_MISMATCH else _odd_change(check, resolved, f),
+                               f.members[0] if f.members else None)  # fmt: skip
+        if not f.kind.is_error or change is None:
             out.append(f)
         elif check.holds(change):
             out.append(replace(f, change=change, message=f.message + (
-                f" (yet permuting {f.perm} alone left these outputs unchanged, {change:.1g} relative: permgraph "
+                f" (yet permuting {subject} alone left these outputs unchanged, {change:.1g} relative: permgraph "
                 "cannot prove it, and other inputs may show the break)")))  # fmt: skip
         else:
             out.append(replace(f, change=change, message=f.message + (
-                f" (permuting {f.perm} alone changes the output by {change:.2g} relative)")))
+                f" (permuting {subject} alone changes the output by {change:.2g} relative)")))
     return out
-

@@ -216,30 +216,61 @@ def _axis_structure(cands: list[tuple[Group, Member]]) -> str:
     return "; ".join(f"{g.name} ({g.size} units, {m.structure}{'' if g.is_free else ', blocked'})" for g, m in cands)
 
 
-def _member_finding(perm: str, h: Member, cands: list[tuple[Group, Member]], used: bool) -> Finding | None:
-    """Why the hand member ``h`` matches no free inferred member (None: it does not matter)."""
+@dataclass(frozen=True)
+class _Issue:
+    """A per-member problem before it is merged with the same problem of the permutation's other
+    members: one finding per (kind, permutation, cause), listing every member."""
+
+    kind: FindingKind
+    cause: str  # what the members share: the inferred group, or the axis structure
+    member: Member
+    size: int = 0  # the member's units (size mismatch)
+
+
+def _member_issue(h: Member, hit: tuple[Group, Member] | None, cands: list[tuple[Group, Member]],
+                  odd: bool, used: bool) -> _Issue | None:
+    """What is wrong with hand member ``h`` (None: it matches a free group, or nothing moves)."""
+    if hit is not None and not hit[0].is_free:
+        kind = FindingKind.PERMUTES_OUTPUT if "model output" in (hit[0].blocked or "") else FindingKind.PERMUTES_FIXED
+        return _Issue(kind, f"{hit[0].name}: {hit[0].blocked}", h)
+    if odd:
+        return _Issue(FindingKind.SIZE_MISMATCH, f"{hit[0].name} ({hit[0].size} units)" if hit else "", h,
+                      h.sizes[h.group_dim])  # fmt: skip
+    if hit is not None:
+        return None
     if not cands:
-        if used:
-            return None  # every unit of the axis is alone (size 1): nothing moves
-        return Finding(FindingKind.UNUSED_AXIS, perm, (where(h),), (
-            f"{perm} permutes {where(h)}, which the model's forward does not use on these inputs"))
-    kind = FindingKind.MIXES_HEADS if any(_is_heads(g) for g, _ in cands) else FindingKind.BREAKS_STRUCTURE
-    n = h.sizes[h.group_dim]
-    what = "mixes attention heads" if kind is FindingKind.MIXES_HEADS else "ignores how the model cuts it"
-    return Finding(kind, perm, (where(h),), (
-        f"{perm} permutes {where(h)} as {n} units ({h.structure}), which {what}: the model moves it only as "
-        f"{_axis_structure(cands)}; give each of those its own permutation, in the structured form "
-        "PermSpec.to_rebasin() writes"))  # fmt: skip
+        return None if used else _Issue(FindingKind.UNUSED_AXIS, "", h)
+    heads = any(_is_heads(g) for g, _ in cands)
+    return _Issue(FindingKind.MIXES_HEADS if heads else FindingKind.BREAKS_STRUCTURE, _axis_structure(cands), h,
+                  h.sizes[h.group_dim])  # fmt: skip
 
 
-def _blocked_finding(perm: str, h: Member, g: Group) -> Finding:
-    reason = g.blocked or "blocked"
-    if "model output" in reason:
-        return Finding(FindingKind.PERMUTES_OUTPUT, perm, (where(h),), (
-            f"{perm} permutes {where(h)}, units of the model's output ({g.name}), whose order the caller "
-            f"reads; remove it from {perm}"))  # fmt: skip
-    return Finding(FindingKind.PERMUTES_FIXED, perm, (where(h),), (
-        f"{perm} permutes {where(h)}, which the model fixes ({g.name}: {reason}); remove it from {perm}"))
+def _merged(perm: str, size: int, issues: list[_Issue]) -> list[Finding]:
+    groups: dict[tuple, list[_Issue]] = {}
+    for i in issues:
+        groups.setdefault((i.kind, i.cause, i.size), []).append(i)
+    out = []
+    for (kind, cause, n), items in groups.items():
+        ms = [i.member for i in items]
+        names, one = _listed(ms), len(items) == 1
+        if kind is FindingKind.SIZE_MISMATCH:
+            home = f"; {'it belongs' if one else 'they belong'} to {cause}" if cause else ""
+            text = (f"{perm} permutes {size} units, but {names} {'has' if one else 'have'} {n}{home}; "
+                    f"remove {'it' if one else 'them'} from {perm}")  # fmt: skip
+        elif kind is FindingKind.PERMUTES_OUTPUT:
+            text = (f"{perm} permutes {names}, units of the model's output ({cause.split(':')[0]}), whose order the "
+                    f"caller reads; remove {'it' if one else 'them'} from {perm}")  # fmt: skip
+        elif kind is FindingKind.PERMUTES_FIXED:
+            text = f"{perm} permutes {names}, which the model fixes ({cause}); remove {'it' if one else 'them'} from {perm}"
+        elif kind is FindingKind.UNUSED_AXIS:
+            text = f"{perm} permutes {names}, which the model's forward does not use on these inputs"
+        else:
+            what = "mixes attention heads" if kind is FindingKind.MIXES_HEADS else "ignores how the model cuts it"
+            text = (f"{perm} permutes {names} as {n} single units each, which {what}: the model moves "
+                    f"{'it' if one else 'each'} only as {cause}; give each of those its own permutation, in the "
+                    "structured form PermSpec.to_rebasin() writes")  # fmt: skip
+        out.append(Finding(kind, perm, tuple(dict.fromkeys(where(m) for m in ms)), text))
+    return out
 
 
 def _owners(members: Mapping[str, tuple[Member, ...]]) -> dict[tuple[str, int], str]:
@@ -256,22 +287,17 @@ def compare(inferred: PermSpec, resolved: Resolved, shapes: Shapes) -> list[Find
     touched_any: set[str] = set()
     for perm, ms in resolved.members.items():
         touched: dict[str, list[tuple[Member, Member]]] = {}
-        own: list[Finding] = []
+        issues: list[_Issue] = []
         for h in ms + resolved.odd.get(perm, ()):
             cands = index.get((h.param, h.axis), [])
             hit = next(((g, m) for g, m in cands if _units(m) == _units(h)), None)
-            is_odd = h.sizes[h.group_dim] != resolved.sizes[perm]
-            if hit is not None and not hit[0].is_free:
-                own.append(_blocked_finding(perm, h, hit[0]))
-            elif is_odd:
-                home = f"; it belongs to {hit[0].name} ({hit[0].size} units)" if hit else ""
-                own.append(Finding(FindingKind.SIZE_MISMATCH, perm, (where(h),), (
-                    f"{perm} permutes {resolved.sizes[perm]} units, but {where(h)} has {h.sizes[h.group_dim]}{home}; "
-                    f"remove it from {perm}")))  # fmt: skip
+            odd = h.sizes[h.group_dim] != resolved.sizes[perm]
+            issue = _member_issue(h, hit, cands, odd, h.param in used)
+            if issue is not None:
+                issues.append(issue)
             elif hit is not None:
                 touched.setdefault(hit[0].name, []).append((h, hit[1]))
-            elif (f := _member_finding(perm, h, cands, h.param in used)) is not None:
-                own.append(f)
+        own = _merged(perm, resolved.sizes[perm], issues)
         touched_any |= set(touched)
         for name, pairs in touched.items():
             missing = [m for m in expanded[name] if m not in {m2 for _, m2 in pairs}]
@@ -290,13 +316,13 @@ def compare(inferred: PermSpec, resolved: Resolved, shapes: Shapes) -> list[Find
 
 def _left_out(perm: str, present: Member, missing: list[Member], owners: Mapping[tuple[str, int], str],
               group: Group) -> Finding:
-    elsewhere = sorted({f"{owners[(m.param, m.axis)]} permutes {where(m)}" for m in missing
-                        if owners.get((m.param, m.axis), perm) != perm})  # fmt: skip
-    also = f" ({'; '.join(elsewhere[:2])} instead)" if elsewhere else ""
+    elsewhere = Counter(owners[(m.param, m.axis)] for m in missing if owners.get((m.param, m.axis), perm) != perm)
+    also = "; ".join(f"{other} permutes {k} of them instead" if k > 1 else f"{other} permutes it instead"
+                     for other, k in elsewhere.most_common(2))  # fmt: skip
     them = "it" if len({where(m) for m in missing}) == 1 else "them"
     return Finding(FindingKind.LEAVES_OUT_TIED, perm, tuple(dict.fromkeys(where(m) for m in missing)), (
         f"{perm} permutes {where(present)} but not {_listed(missing)}, which the model ties to it "
-        f"(group {group.name}){also}; add {them} to {perm}"))  # fmt: skip
+        f"(group {group.name}{'; ' + also if also else ''}); add {them} to {perm}"))  # fmt: skip
 
 
 def _missing(g: Group, members: list[Member]) -> Finding:
