@@ -117,6 +117,14 @@ def test_a_plain_module_taking_the_dicts_goes_through_zoo_train_and_every_transf
     assert transfer(["run", "--method", "naive", "--source", "P1", "--target-init", "P2", *own, "--T", "2",
                      "--grad-batches", "2", "--batch-size", "8", "--out", "PT", "--no-progress"]) == 0  # fmt: skip
     assert transfer(["diagnose", "P1", "P2", *own, "--grad-batches", "2", "--batch-size", "8"]) == 0
+    # --input instead of a batch of the data, where a spec is inferred (run, diagnose, match)
+    shapes = ["--input", "2,12:long", "--input", "2,12:long"]
+    assert transfer(["diagnose", "P1", "P2", *own, *shapes, "--grad-batches", "2", "--batch-size", "8"]) == 0
+    assert transfer(["run", "--method", "naive", "--source", "P1", "--target-init", "P2", *own, *shapes, "--T", "1",
+                     "--grad-batches", "1", "--batch-size", "8", "--out", "PI", "--no-progress"]) == 0  # fmt: skip
+    assert transfer(["run", "--method", "naive", "--source", "P1", "--target-init", "P2", *own, "--input", "2,12:long",
+                     "--T", "1", "--out", "PJ", "--no-progress"]) == 2  # the one input it was told of is used  # fmt: skip
+    assert not (user / "PJ").exists()
     assert transfer(["match", "P1", "P2", *own, "--out", "PM", "--no-progress"]) == 0
     assert transfer(["finetune", "--from", "PT", *own, "--epochs", "1", "--lr", "0.05", "--batch-size", "16",
                      "--out", "PF", "--no-progress"]) == 0  # fmt: skip
