@@ -127,23 +127,26 @@ def check_spec(
     *,
     trials: int = 3,
     inferred: PermSpec | None = None,
+    outputs: tuple[str, ...] | None = None,
 ) -> CheckReport:
     """Judge a hand-written ``spec`` of ``model`` (any form ``permgraph.handspec`` reads).
 
     Costs one ``infer`` (skipped when ``inferred``, the model's own spec, is given), one
     ``verify``-style reference forward, one forward per hand permutation and ``trials`` forwards
     with all of them together. A hand spec with permutations indexed per head is compared with
-    the per-block spec (``infer(..., per_block=True)``), any other with the default one."""
+    the per-block spec (``infer(..., per_block=True)``), any other with the default one.
+    ``outputs``: preserve only these model outputs (as ``infer(outputs=...)``); with ``inferred``
+    given, its own ``outputs`` count."""
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer (got {trials!r})")
     hand = read_hand_spec(spec)
     example_args = example_args if isinstance(example_args, tuple) else (example_args,)
     if inferred is None:
-        inferred = infer(model, example_args, example_kwargs, per_block=bool(hand.indexed_by))
+        inferred = infer(model, example_args, example_kwargs, per_block=bool(hand.indexed_by), outputs=outputs)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     resolved = resolve(hand, shapes)
     structure = compare(inferred, resolved, shapes)
-    check = output_check(model, example_args, example_kwargs)
+    check = output_check(model, example_args, example_kwargs, outputs=inferred.outputs)
     hand_spec = _as_permspec(hand, resolved.members, resolved.sizes, shapes)
     results, changes = _alone(check, hand_spec, hand)
     together = _together(check, hand_spec, trials)

@@ -99,7 +99,12 @@ def read_hand_spec(spec: Any) -> HandSpec:
         text = str(spec)
         if isinstance(spec, str) and text.lstrip().startswith("{"):
             return _from_json_text(text, "JSON text")
-        return _from_json_text(Path(spec).read_text(), str(spec))
+        try:
+            content = Path(spec).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecFormatError(f"{spec} is not a UTF-8 text file; a spec file is JSON ({e.reason} at byte "
+                                  f"{e.start})") from e  # fmt: skip
+        return _from_json_text(content, str(spec))
     if isinstance(spec, Mapping):
         return _from_mapping(spec, type(spec).__name__)
     found = {name: getattr(spec, name) for name in _AXES_TO_PERM + _PERM_TO_AXES + ("structured",)

@@ -1,4 +1,4 @@
-"""``permgraph inspect MODEL`` and ``permgraph verify MODEL``.
+"""``permgraph inspect MODEL``, ``permgraph verify MODEL`` and ``permgraph check MODEL --spec FILE``.
 
 MODEL is a model id: ``torchvision:resnet18``, ``timm:vit_tiny_patch16_224``,
 ``hf:gpt2?n_layer=2&n_embd=64``, ``zoo:conv8?width=0.25`` or ``package.module:factory`` (your own
@@ -8,8 +8,9 @@ Example inputs: the model's own (zoo models, ``example_inputs()`` on your module
 ``--input SHAPE[:DTYPE]`` once per positional input (``--input 2,3,32,32 --input 2,10:long``).
 
 This command line is the top layer: it resolves ids with ``zoo.models``; the ``permgraph`` library
-itself never imports zoo. Exit codes: 0 success, 1 verify failed, 2 bad input (unknown model,
-untraceable), 3 internal error.
+itself never imports zoo. Exit codes: 0 success (check: the spec is sound; missing symmetries are notes),
+1 verify failed or the checked spec is unsound, 2 bad input (unknown model, untraceable, a spec file
+that is unreadable, of no known format, or repeats a key), 3 internal error.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 import permgraph
 from permgraph.draw import save_png, spec_table, to_dot
+from permgraph.handspec import HandSpec, SpecFormatError, read_hand_spec
 from permgraph.spec import PermSpec
 from transfer import inputs
 from transfer.files import atomic_write_bytes, temporary_path
@@ -196,6 +198,31 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _read_spec(path: str) -> HandSpec:
+    """The hand-written spec in ``path``; a file that cannot be read unambiguously is bad input."""
+    try:
+        hand = read_hand_spec(Path(path))
+    except SpecFormatError as e:
+        raise ZooError(f"--spec {path}: {e}") from e
+    if hand.duplicates:
+        d = hand.duplicates[0]
+        raise ZooError(f"--spec {path} line {d.lines[-1]}: {d.describe()}, so the earlier entries would be lost "
+                       "silently; merge the repeated entries into one")  # fmt: skip
+    return hand
+
+
+def _check(args: argparse.Namespace) -> int:
+    if args.trials < 1:
+        raise ZooError(f"--trials must be >= 1 (got {args.trials}): zero trials would check nothing")
+    hand = _read_spec(args.spec)
+    model, ex_args, ex_kwargs = _load(args.model, args.input, args.seed)
+    args.per_block = args.per_block or bool(hand.indexed_by)  # per-head permutations: compare per block
+    inferred = _infer(args, model, ex_args, ex_kwargs)
+    report = permgraph.check_spec(model, hand, ex_args, ex_kwargs, trials=args.trials, inferred=inferred)
+    print(report.to_json() if args.format == "json" else report)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="permgraph", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -221,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="prove the groups by random permutation")
     p.add_argument("--trials", type=int, default=1)
     p.set_defaults(fn=_verify)
+    p = sub.add_parser("check", parents=[common], help="check a hand-written spec against the model")
+    p.add_argument("--spec", required=True, metavar="FILE",
+                   help="JSON: Git Re-Basin's axes_to_perm and/or perm_to_axes (null for None), C2M3's names, "
+                   "or a PermSpec (permgraph inspect --format json)")  # fmt: skip
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--trials", type=int, default=3, help="random draws of all permutations together")
+    p.set_defaults(fn=_check)
     share_common_flags(sub)
     return parser
 
