@@ -440,12 +440,13 @@ class OutputCheck:
 
 @torch.no_grad()
 def output_check(model: torch.nn.Module, example_args: tuple[Any, ...] | Any,
-                 example_kwargs: dict[str, Any] | None = None, *, seed: int = 0,
-                 rtol: float | None = None) -> OutputCheck:
+                 example_kwargs: dict[str, Any] | None = None, *, seed: int = 0, rtol: float | None = None,
+                 outputs: tuple[str, ...] | None = None) -> OutputCheck:
     """The bench ``verify`` runs on (float64, trained-like values, ``verify``'s default tolerance
-    unless ``rtol`` is given), for checks of one's own permutations."""
+    unless ``rtol`` is given), comparing ``outputs`` only when given (a spec's ``outputs``), for
+    checks of one's own permutations."""
     example_args = example_args if isinstance(example_args, tuple) else (example_args,)
-    bench, y0 = _reference(model, seed, example_args, example_kwargs or {}, watch=rtol is None)
+    bench, y0 = _reference(model, seed, example_args, example_kwargs or {}, watch=rtol is None, outputs=outputs)
     _, _, scale = _compared(y0)
     return OutputCheck(bench, y0, scale, bench.rtol if rtol is None else rtol)
 
