@@ -17,7 +17,8 @@ from typing import Any
 
 from transfer.results import TransferError, best_method, load_results
 from transfer.trajectory import Trajectory
-from zoo.train import TrainControl, TrainRecipe, open_data, train
+from zoo.data.training import open_data
+from zoo.train import TrainControl, TrainRecipe, train
 
 __all__ = ["finetune"]
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +44,13 @@ from transfer.files import MARKER, atomic_write_json, output_folder
 from transfer.inputs import check_call, inputs_from_batch
 from transfer.options import OptionsError, check_finite, check_positive_int, options_from
 from transfer.trajectory import Trajectory, TrajectoryWriter
-from zoo.data import DataSplits, resolve
+from zoo.data.training import Data, open_data, train_batches, train_size
 from zoo.errors import ZooError
 from zoo.models import build, canonical_id
 from zoo.resume import TRAIN_STATE_FILES, clear_train_state, load_train_state, save_train_state
 
 __all__ = [
-    "train", "TrainRecipe", "TrainControl", "lr_at", "epoch_order", "evaluate", "TRAIN_STATE_FILES", "open_data",
+    "train", "TrainRecipe", "TrainControl", "lr_at", "epoch_order", "evaluate", "TRAIN_STATE_FILES",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -134,48 +134,6 @@ def _make_optimizer(recipe: TrainRecipe, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-Data = DataSplits | DatasetData  # in memory (x, y) tensors, or the user's map-style datasets (dicts or pairs)
-
-
-def open_data(
-    data: str | Any,
-    *,
-    trust_code: bool = True,
-    root: str | os.PathLike | None = None,
-    subset: int | None = None,
-    num_workers: int = 0,
-) -> Data:
-    """The data :func:`train` (and ``transfer``) reads: a dataset name or the user's ``pkg.mod:factory``
-    returning ``(train_dataset, val_dataset)`` (imported only with ``trust_code``: an id given by the
-    caller, not one read from a file), a :class:`DataSplits`, or a pair of map-style datasets.
-    ``subset``: the first N training samples only."""
-    if isinstance(data, str):
-        name, data = data, resolve(data, root, subset=subset, trust_code=trust_code)
-    else:
-        name = type(data[0]).__name__ if isinstance(data, (tuple, list)) else ""
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        train_ds, val_ds = data
-        if subset is not None:
-            train_ds = torch.utils.data.Subset(train_ds, range(min(subset, len(train_ds))))
-        return DatasetData(name, train_ds, val_ds, num_workers=num_workers)
-    if not isinstance(data, (DataSplits, DatasetData)):
-        raise ZooError(f"data must be a dataset name, DataSplits or (train_dataset, val_dataset); got {type(data).__name__}")
-    return data
-
-
-def _train_size(data: Data) -> int:
-    return data.train_size if isinstance(data, DatasetData) else len(data.train[1])
-
-
-def _train_batches(data: Data, index_batches: Sequence[torch.Tensor]) -> Iterator[Any]:
-    if isinstance(data, DatasetData):
-        yield from data.train_batches(index_batches)
-        return
-    x, y = data.train
-    for idx in index_batches:
-        yield x[idx], y[idx]
-
-
 def _check_fits(model: nn.Module, model_id: str, splits: Data, device: str) -> None:
     """Fail early, with the fix, when the model's input or output does not match the data."""
     if isinstance(splits, DatasetData):  # the user's datasets: the call itself is what can fail
@@ -207,7 +165,7 @@ def run_config(model_id: str, splits: Data, recipe: TrainRecipe, seed: int, init
         "model": model_id, "data": splits.name, "epochs": recipe.epochs, "lr": recipe.lr,
         "momentum": recipe.momentum, "weight_decay": recipe.weight_decay, "optimizer": recipe.optimizer,
         "schedule": recipe.schedule, "batch_size": recipe.batch_size, "seed": seed,
-        "checkpoint_every": recipe.checkpoint_every, "train_size": _train_size(splits),
+        "checkpoint_every": recipe.checkpoint_every, "train_size": train_size(splits),
         "augment": type(augment).__name__ if augment is not None else None,
     }  # fmt: skip
     if init_sha is not None:
@@ -226,7 +184,7 @@ class _Run:
         self.opt = _make_optimizer(recipe, self.model)
         self.augment = getattr(splits, "augment", None) if recipe.augment else None
         self.aug_gen = torch.Generator().manual_seed(int(seed) + 1)
-        self.ipe = math.ceil(_train_size(splits) / recipe.batch_size)  # iterations per epoch
+        self.ipe = math.ceil(train_size(splits) / recipe.batch_size)  # iterations per epoch
         self.total = recipe.epochs * self.ipe
         self.step = 0
 
@@ -340,7 +298,7 @@ def _forget_from(out: Path, traj: Trajectory, step: int) -> None:
 
 
 def _loop(run: _Run, writer: TrajectoryWriter, out: Path) -> None:
-    stop_at, n, size = run.stop_at(), _train_size(run.splits), run.recipe.batch_size
+    stop_at, n, size = run.stop_at(), train_size(run.splits), run.recipe.batch_size
     bar = tqdm(total=run.total, initial=run.step, disable=not run.control.progress, desc=f"train {run.model_id}",
                unit="it")  # fmt: skip
     run_loss, run_count = 0.0, 0
@@ -349,7 +307,7 @@ def _loop(run: _Run, writer: TrajectoryWriter, out: Path) -> None:
             epoch, first = divmod(run.step, run.ipe)
             order = epoch_order(run.seed, epoch, n)
             index_batches = [order[b * size : (b + 1) * size] for b in range(first, run.ipe)]
-            for batch in _train_batches(run.splits, index_batches):
+            for batch in train_batches(run.splits, index_batches):
                 run_loss += run.train_step(batch)
                 run_count += 1
                 bar.update(1)
@@ -376,7 +334,7 @@ def train(
 ) -> Trajectory:
     """Train ``model_id`` on ``data`` with ``recipe`` and record its trajectory in ``out``; returns the
     trajectory. ``data``: a dataset name, your own ``pkg.mod:factory``, a :class:`DataSplits`, or
-    ``(train_dataset, val_dataset)`` whose items are ``(x, y)`` pairs or dicts (:func:`open_data`).
+    ``(train_dataset, val_dataset)`` whose items are ``(x, y)`` pairs or dicts (:func:`zoo.data.training.open_data`).
     ``init``: start from this state dict instead of the seed's fresh init (fine-tuning). A finished
     run is returned as is."""
     control = control or TrainControl()

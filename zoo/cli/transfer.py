@@ -180,9 +180,9 @@ def _options(args: argparse.Namespace):
 
 def _data_for(args: argparse.Namespace, recorded: str, where: str = ""):
     """``--data`` (typed: a dataset name or the user's pkg.mod:factory, trusted) or the name ``where``
-    (the source run) records (a built-in name only): :func:`zoo.train.open_data`, on every command."""
+    (the source run) records (a built-in name only): :func:`zoo.data.training.open_data`, on every command."""
     from transfer.results import TransferError
-    from zoo.train import open_data
+    from zoo.data.training import open_data
 
     name = args.data or recorded
     if not name:

@@ -107,7 +107,8 @@ def _model_id(args: argparse.Namespace) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from zoo.train import TrainControl, open_data, train
+    from zoo.data.training import open_data
+    from zoo.train import TrainControl, train
 
     recipe = recipe_from(args, args.checkpoint_every)
     data = open_data(args.data, root=args.data_root, subset=args.subset, num_workers=args.num_workers)  # typed: trusted
