@@ -178,3 +178,18 @@ def test_the_readmes_hugging_face_commands_are_the_guides_which_run_above():
     shown = [shlex.split(ln) for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
              for ln in block.splitlines() if "mymodels:" in ln]  # fmt: skip
     assert shown and all(argv in guide_commands() for argv in shown)
+
+
+def test_training_on_your_dict_datasets_resumes_to_the_same_bits(user):
+    from zoo.train import TrainControl, TrainRecipe, train
+
+    recipe = TrainRecipe(epochs=2, lr=0.05, batch_size=16)
+    whole = train("mymodels:bag_of_tokens", "mydata:tok_splits", recipe, seed=3, out="whole",
+                  control=TrainControl(progress=False))  # fmt: skip
+    train("mymodels:bag_of_tokens", "mydata:tok_splits", recipe, seed=3, out="part",
+          control=TrainControl(progress=False, stop_after_epochs=1))  # fmt: skip
+    assert not Trajectory(user / "part").complete
+    part = train("mymodels:bag_of_tokens", "mydata:tok_splits", recipe, seed=3, out="part",
+                 control=TrainControl(progress=False))  # fmt: skip
+    assert part.complete and part.steps == whole.steps and part.metrics("val_acc") == whole.metrics("val_acc")
+    assert all(bool((whole.final()[k] == part.final()[k]).all()) for k in whole.final())
