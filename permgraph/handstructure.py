@@ -89,8 +89,9 @@ def where(m: Member) -> str:
 
 def _listed(ms: list[Member], limit: int = 3) -> str:
     names = list(dict.fromkeys(where(m) for m in ms))
-    text = ", ".join(names[:limit])
-    return text + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    if len(names) > limit:
+        return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 @dataclass(frozen=True)
