@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from permgraph.apply import apply, identity_permutation
 from permgraph.spec import PermSpec
+from transfer.checks import check_finite
 from transfer.engine import _check_same_architecture, open_trajectory, state_sha
 from transfer.files import MARKER, atomic_write_bytes, atomic_write_json, output_folder
 from transfer.inputs import ModelInputs, infer_spec
@@ -63,6 +64,8 @@ def align(
     sa, sb = ta.final(), tb.final()  # one architecture: both must fit ``model`` (ids may be spelt differently)
     _check_same_architecture(model.state_dict(), sa, f"run {ta.path}")
     _check_same_architecture(model.state_dict(), sb, f"run {tb.path}")
+    check_finite(sa, f"run A's final checkpoint ({ta.path})")
+    check_finite(sb, f"run B's final checkpoint ({tb.path})")
     t0 = time.perf_counter()
     if spec is None:
         if example_inputs is None:

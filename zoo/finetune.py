@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from transfer.checks import check_finite
 from transfer.results import TransferError, best_method, load_results
 from transfer.trajectory import Trajectory
 from zoo.data.training import open_data
@@ -47,6 +48,7 @@ def finetune(
         raise TransferError(f"{results_dir}/results.json has no {method!r} (it has {sorted(results['methods'])})")
     best_t = int(results["methods"][method]["best_t"])
     start = Trajectory(results_dir / method).load(best_t)
+    check_finite(start, f"the transferred point t={best_t} of {results_dir / method}")
     setting = results["setting"]
     splits = open_data(data if data is not None else setting["data"], trust_code=data is not None)
     control = replace(control or TrainControl(), trust_code=model is not None)

@@ -103,7 +103,9 @@ def test_every_command_refuses_a_nan_source_with_the_same_message(work, capsys):
         assert f"the source's final checkpoint {NOT_FINITE}" in err
         assert "likely to help" not in err
     assert run_err.split(": error: ")[1] == diag_err.split(": error: ")[1]
-    assert not (work / "out").exists()
+    assert transfer(["match", str(work / "s2"), str(bad), "--out", str(work / "m")]) == 2
+    assert f"run B's final checkpoint ({bad}) {NOT_FINITE}" in one_line(capsys)
+    assert not (work / "out").exists() and not (work / "m").exists()
 
 
 # ------------------------------------------------------------------------------- which argument
