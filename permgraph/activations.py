@@ -81,7 +81,9 @@ def activation_sites(analysis, names: Mapping[Atom, str], index_of: Mapping[Atom
         if node.op != "call_function" or node not in data or not isinstance(layouts, list) or not layouts:
             continue
         val = node.meta.get("val")
-        shape = tuple(concrete_size(s) for s in val.shape) if isinstance(val, torch.Tensor) else ()
+        if not isinstance(val, torch.Tensor):
+            continue
+        shape = tuple(concrete_size(s) for s in val.shape)
         occ = _occurrences(g, layouts)
         roots = [r for _, _, _, r in occ]
         for axis, region, k, root in occ:

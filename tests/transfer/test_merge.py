@@ -214,3 +214,15 @@ def test_a_resumed_path_evaluates_only_the_missing_points() -> None:
     points = {0.0: (123.0, 0.5)}
     curve = evaluate_path(model, a, b, _batches(), lambdas=3, points=points)
     assert curve.loss[0] == 123.0 and set(points) == {0.0, 0.5, 1.0}
+
+
+def test_the_guides_merge_example_runs(capsys) -> None:
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "guide.md").read_text()
+    section = guide.split("## Merge models", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    exec(compile(code, "docs/guide.md", "exec"), {"__name__": "guide_merge"})
+    printed = capsys.readouterr().out
+    assert "matched+repair  loss barrier" in printed and "'0.out': 'activation'" in printed
