@@ -87,8 +87,9 @@ class AxisGraph:
         self.graph = nx.Graph()
         # An axis of positions whose slices carry layouts of their own (a fused q/k/v
         # projection reshaped to (3, heads, dim)): for such an atom ``t``, ``slices[t][i]``
-        # maps each slice-dependent atom of the tensor to its layout in slice ``i``.
+        # maps each stand-in atom of the tensor to its layout in slice ``i`` (``add_slices``).
         self.slices: dict[Atom, tuple[dict[Atom, Layout], ...]] = {}
+        self._stands_for: dict[Atom, list[Layout]] = {}
 
     # ---- atoms ---------------------------------------------------------------------
     def atom(self, size: int, origin: str, blocked: str | None = None, role: str | None = None) -> Atom:
@@ -198,9 +199,29 @@ class AxisGraph:
             combos = new
         return combos
 
+    # ---- slices with layouts of their own ---------------------------------------------
+    def add_slices(self, position: Atom, slices: tuple[dict[Atom, Layout], ...]) -> None:
+        """Record that slice ``i`` along the axis ``position`` has, in place of each stand-in
+        atom ``s``, the layout ``slices[i][s]``; ``select`` / ``unbind`` read it. A stand-in
+        is only ever moved around; should any op tie, cut or block it, it is first tied to
+        every layout it stands for (``_collapse``), which is what one layout for all slices
+        would have said: sound, only coarser."""
+        self.slices[position] = slices
+        for s in slices[0] if slices else ():
+            self._stands_for[s] = [piece[s] for piece in slices]
+
+    def _collapse(self, layout: Layout) -> None:
+        if not self._stands_for:
+            return
+        for leaf in self.leaves(layout):
+            real = self._stands_for.pop(leaf, None)
+            for r in real or ():
+                self.unify(leaf, r, "slices of one tensor used together")
+
     # ---- constraints ---------------------------------------------------------------
     def block(self, layout: Layout, reason: str) -> None:
         """Forbid permuting every leaf of ``layout``, remembering ``reason``."""
+        self._collapse(layout)
         for leaf in self.leaves(layout):
             reasons = self._blocked.setdefault(leaf, [])
             if len(reasons) < self.MAX_REASONS and reason not in reasons:
@@ -209,6 +230,8 @@ class AxisGraph:
     def unify(self, a: Layout, b: Layout, why: str) -> None:
         """Tie two layouts of the same length: unit ``i`` of one moves with unit ``i`` of
         the other. Irreconcilable layouts are blocked with ``why``."""
+        self._collapse(a)
+        self._collapse(b)
         ra, rb = self.resolve(a), self.resolve(b)
         if self.size(ra) != self.size(rb):
             self.block(ra, f"{why}: axis lengths differ")
@@ -223,6 +246,7 @@ class AxisGraph:
 
     def split_prod(self, layout: Layout, sizes: list[int], origin: str) -> list[Layout]:
         """Cut a layout row-major into consecutive factors of the given sizes."""
+        self._collapse(layout)
         r = self.resolve(layout)
         factors = list(r.factors) if isinstance(r, Prod) else [r]
         out: list[Layout] = []
@@ -250,6 +274,7 @@ class AxisGraph:
 
     def split_sum(self, layout: Layout, sizes: list[int], origin: str) -> list[Layout]:
         """Cut a layout into consecutive pieces of the given lengths (``cat``/``split``)."""
+        self._collapse(layout)
         r = self.resolve(layout)
         parts = list(r.parts) if isinstance(r, Sum) else [r]
         out: list[Layout] = []

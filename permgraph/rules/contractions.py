@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from permgraph.axisgraph import Layout
+from permgraph.axisgraph import Layout, Prod
 from permgraph.rules.context import AxisLayouts, Context, RuleOutput, block_everything, register
 
 
@@ -62,8 +62,9 @@ def matmul_layouts(ctx: Context, a: Any, b: Any) -> AxisLayouts:
         tb, sb = tb + [ctx.fresh(1)], sb + (1,)
     ctx.unify(ta[-1], tb[-2])
     batch = _batch_axes(ctx, ta, tb, sa, sb)
-    if len(batch) >= 2:  # (batch, heads, ...) products: name the parts for display, as SDPA does
-        ctx.g.add_role(batch[-1], "heads")
+    merged = ctx.g.resolve(batch[-1]) if len(batch) == 1 else None  # (batch · heads), as in nn.MultiheadAttention
+    if len(batch) >= 2 or isinstance(merged, Prod):  # name the parts for display, as SDPA does
+        ctx.g.add_role(batch[-1] if len(batch) >= 2 else merged.factors[-1], "heads")
         ctx.g.add_role(ta[-1], "query/key dims")
         ctx.g.add_role(tb[-1], "value dims")
     return batch + ([] if squeeze_a else [ta[-2]]) + ([] if squeeze_b else [tb[-1]])

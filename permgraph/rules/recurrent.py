@@ -81,8 +81,8 @@ def _final_state(ctx: Context, k: int, batch: Layout, hidden: list[Layout]) -> A
         return [position, batch, hidden[0]]
     users = [u for u in ctx.node.users if u.op == "call_function" and u.args[1:] == (k,)]
     if all(picked_one_by_one(u, 0) for u in users):
-        stand_in = ctx.fresh(ctx.g.size(hidden[0]), "stands for a different layer's units in each slice")
-        ctx.g.slices[position] = tuple({stand_in: h} for h in hidden)
+        stand_in = ctx.fresh(ctx.g.size(hidden[0]), blocked=None)
+        ctx.g.add_slices(position, tuple({stand_in: h} for h in hidden))
         return [position, batch, stand_in]
     for h in hidden[1:]:
         ctx.unify(hidden[0], h)

@@ -151,9 +151,9 @@ def sliced_reshape(ctx: Context, t: AxisLayouts, in_shape: Sequence[int], out_sh
 
     Each slice is its own piece of the input axis (``Sum``) cut into its own factors, so the
     query, key and value parts of a fused projection get their own heads and dims. The
-    output's slice-dependent axes get stand-in atoms and ``g.slices`` says what each stands
-    for in each slice; ``select`` / ``unbind`` along the slice axis put the real layouts
-    back. None when the reshape is not of that form (the plain rule applies)."""
+    output's slice-dependent axes get stand-in atoms (``AxisGraph.add_slices`` records what
+    each stands for in each slice); ``select`` / ``unbind`` along the slice axis put the real
+    layouts back. None when the reshape is not of that form (the plain rule applies)."""
     cut = _find_cut(in_shape, out_shape)
     if cut is None or not picked_one_by_one(ctx.node, cut[1]):
         return None
@@ -165,8 +165,8 @@ def sliced_reshape(ctx: Context, t: AxisLayouts, in_shape: Sequence[int], out_sh
     except LayoutMismatch:
         return None
     position = ctx.fresh(n, "slices are picked by position")
-    stand_ins = [ctx.fresh(s, "stands for a different layout in each slice") for s in rest]
-    ctx.g.slices[position] = tuple(dict(zip(stand_ins, factors)) for factors in per_slice)
+    stand_ins = [ctx.fresh(s, blocked=None) for s in rest]
+    ctx.g.add_slices(position, tuple(dict(zip(stand_ins, factors)) for factors in per_slice))
     before = reshape_layouts(ctx, t[:d], in_shape[:d], out_shape[:k])
     after = reshape_layouts(ctx, t[d + 1:], in_shape[d + 1:], out_shape[k + m:])
     return before + [position, *stand_ins] + after

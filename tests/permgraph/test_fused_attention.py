@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import permgraph
+from permgraph.axisgraph import AxisGraph
 from zoo.cli.permgraph import main
 
 E, H = 8, 2
@@ -162,6 +163,21 @@ def test_permuting_query_key_dims_alone_is_exact_by_hand(form):
     assert _hand_check(build(), x, blocks, bias, ("q",)) > 1e-4  # the control: q alone breaks it
 
 
+def test_a_stand_in_used_as_a_whole_ties_every_slice_it_stands_for():
+    """The fallback should an op ever read a sliced value as a whole: soundly coarser."""
+    g = AxisGraph()
+    q, k, stand_in, other = g.atom(4, "q"), g.atom(4, "k"), g.atom(4, "stand-in"), g.atom(4, "reader")
+    g.add_slices(g.atom(2, "position", blocked="position"), ({stand_in: q}, {stand_in: k}))
+    assert g.root(q) != g.root(k)
+    g.unify(stand_in, other, "an op reading both slices")
+    assert g.root(q) == g.root(k) == g.root(other)
+    g2 = AxisGraph()
+    q, k, stand_in = g2.atom(4, "q"), g2.atom(4, "k"), g2.atom(4, "stand-in")
+    g2.add_slices(g2.atom(2, "position", blocked="position"), ({stand_in: q}, {stand_in: k}))
+    g2.block(stand_in, "model output")
+    assert g2.blocked_reasons(q) and g2.blocked_reasons(k)
+
+
 def test_inspect_shows_separate_groups_for_a_multihead_attention_encoder(tmp_path, monkeypatch, capsys):
     (tmp_path / "fused_models.py").write_text(
         "from tests.permgraph.test_fused_attention import MHAEncoder\n"
@@ -170,23 +186,21 @@ def test_inspect_shows_separate_groups_for_a_multihead_attention_encoder(tmp_pat
     assert main(["inspect", "fused_models:encoder", "--input", "2,4,5"]) == 0
     table = capsys.readouterr().out
     assert "4 free groups" in table  # stream, heads, query/key dims, value dims
+    assert all(label in table for label in ("heads", "query/key dims", "value dims"))
     assert main(["verify", "fused_models:encoder", "--input", "2,4,5"]) == 0
     assert "verify OK" in capsys.readouterr().out
 
 
-def test_timm_vit_query_key_and_value_dims_are_separate(capsys):
-    pytest.importorskip("timm")
+def test_timm_vit_query_key_and_value_dims_are_separate(tmp_path):
+    timm = pytest.importorskip("timm")
     model_id = "timm:vit_tiny_patch16_224?img_size=32&patch_size=16&depth=1&num_classes=4"
-    assert main(["inspect", model_id, "--input", "1,3,32,32"]) == 0
-    table = capsys.readouterr().out
-    assert "query/key dims" in table and "value dims" in table
-    import timm
-
+    out = tmp_path / "vit.json"
+    assert main(["inspect", model_id, "--input", "1,3,32,32", "--format", "json", "--out", str(out)]) == 0
+    spec = permgraph.PermSpec.from_json(out.read_text())
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=16, depth=1,
                               num_classes=4)
     x = torch.randn(1, 3, 32, 32)
-    spec = permgraph.infer(model, (x,))
     assert permgraph.verify(model, spec, (x,)).ok
     labels = [g.structure for g in spec.free_groups]
     assert labels.count("query/key dims") == 1 and labels.count("value dims") == 1 and labels.count("heads") == 1

@@ -11,17 +11,24 @@ import torch
 from torch import nn
 
 import permgraph
+from permgraph.infer import analyse, spec_from_analysis
+from permgraph.trace import trace
 from zoo.cli.permgraph import main
 
 
 @pytest.fixture(scope="module")
 def t5():
+    """A tiny T5 and its specs inferred with every output counting and with the logits only
+    (traced once each: torch.export of T5 is the slow part)."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=64)
     model = transformers.T5ForConditionalGeneration(config)
     ids = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))
-    return model, {"input_ids": ids, "decoder_input_ids": ids, "use_cache": False}
+    kwargs = {"input_ids": ids, "decoder_input_ids": ids, "use_cache": False}
+    traced = trace(model, (), kwargs)  # analysed twice: what infer(outputs=...) does after tracing
+    every, logits = (spec_from_analysis(analyse(traced, outputs)) for outputs in (None, ("logits",)))
+    return model, kwargs, every, logits
 
 
 def _encoder_stream(spec: permgraph.PermSpec) -> permgraph.Group:
@@ -29,11 +36,9 @@ def _encoder_stream(spec: permgraph.PermSpec) -> permgraph.Group:
 
 
 def test_t5_encoder_stream_is_free_when_only_the_logits_count(t5):
-    model, kwargs = t5
-    every = permgraph.infer(model, (), kwargs)
+    model, kwargs, every, logits = t5
     assert every.outputs is None
     assert "model output" in (_encoder_stream(every).blocked or "")
-    logits = permgraph.infer(model, (), kwargs, outputs=("logits",))
     assert logits.outputs == ("logits",)
     assert _encoder_stream(logits).is_free
     assert len(logits.free_groups) > len(every.free_groups)
@@ -45,22 +50,15 @@ def test_t5_encoder_stream_is_free_when_only_the_logits_count(t5):
 
 
 def test_chosen_outputs_survive_json(t5):
-    model, kwargs = t5
-    spec = permgraph.infer(model, (), kwargs, outputs=["logits"])
+    _, _, every, spec = t5
     data = json.loads(spec.to_json())
     assert data["outputs"] == ["logits"]
     back = permgraph.PermSpec.from_json(spec.to_json())
     assert back == spec and back.outputs == ("logits",)
-    assert "outputs" not in json.loads(permgraph.infer(model, (), kwargs).to_json())
+    assert "outputs" not in json.loads(every.to_json())
     data["outputs"] = "logits"  # not a list of names
     with pytest.raises(ValueError, match="list of output names"):
         permgraph.PermSpec.from_dict(data)
-
-
-def test_an_unknown_output_name_lists_the_model_s_outputs(t5):
-    model, kwargs = t5
-    with pytest.raises(ValueError, match="no output 'loss'.*logits, encoder_last_hidden_state"):
-        permgraph.infer(model, (), kwargs, outputs=("loss",))
 
 
 class TwoHeads(nn.Module):
@@ -75,6 +73,13 @@ class TwoHeads(nn.Module):
         features = self.mid(torch.relu(self.trunk(x)))
         out = self.head(torch.relu(features))
         return {"out": out, "features": features} if self.as_dict else (out, features)
+
+
+def test_an_unknown_output_name_lists_the_model_s_outputs():
+    with pytest.raises(ValueError, match="no output 'logits'; its outputs are: out, features"):
+        permgraph.infer(TwoHeads(as_dict=True), (torch.randn(5, 4),), outputs=("logits",))
+    with pytest.raises(ValueError, match="no output '2'; its outputs are: 0, 1"):
+        permgraph.infer(TwoHeads(), (torch.randn(5, 4),), outputs=(2,))
 
 
 @pytest.mark.parametrize("as_dict,chosen", [(False, (0,)), (False, ("0",)), (True, ("out",))])
