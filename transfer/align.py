@@ -31,7 +31,7 @@ from permgraph.apply import apply, identity_permutation
 from permgraph.spec import PermSpec
 from transfer.checks import check_finite
 from transfer.engine import _check_same_architecture, open_trajectory, state_sha
-from transfer.files import MARKER, atomic_write_bytes, atomic_write_json, output_folder
+from transfer.files import MARKER, atomic_write_bytes, atomic_write_json, output_folder, refuse_inputs_inside
 from transfer.inputs import ModelInputs, infer_spec
 from transfer.matching import Matcher, permuted_distance
 from transfer.results import TransferError
@@ -135,9 +135,11 @@ def write_match(out: str | os.PathLike, result: Mapping[str, Any], *, model: str
     module docstring) and return the ``results.json`` written. ``model``: the id the permuted run records."""
     out = Path(out)
     ta, tb = result["a"], result["b"]
-    for what, path in (("run A", ta.path), ("run B", tb.path)):
-        if out.resolve() == Path(path).resolve() or out.resolve() in Path(path).resolve().parents:
-            raise TransferError(f"--out {out} would hold {what} ({path}), an input of this command; choose another folder")
+    inputs = {"run A": ta.path, "run B": tb.path}
+    refuse_inputs_inside(out, inputs)
+    for what, path in inputs.items():  # nor inside a run: a run folder holds only what its training wrote
+        if Path(path).resolve() in out.resolve().parents:
+            raise TransferError(f"--out {out} lies inside {what} ({path}); choose a folder outside the runs")
     t0 = time.perf_counter()
     with output_folder(out, "transfer match", owned_by_match, f"transfer match {ta.path} {tb.path}"):
         perm = {g: p.contiguous() for g, p in result["perm"].items()}

@@ -161,3 +161,35 @@ def test_diagnose_and_align_take_dict_data(tmp_path):
     assert res["objective"] >= res["objective_before"] - 1e-9
     assert set(res["groups"]) == {g.name for g in res["spec"].free_groups}
     assert isinstance(inputs, ModelInputs)
+
+
+def test_match_writes_its_folder_and_never_into_a_run_or_someone_elses(tmp_path):
+    from transfer.align import write_match
+    from transfer.files import FolderError
+    from transfer.results import TransferError
+    from transfer.trajectory import Trajectory
+
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        with TrajectoryWriter(tmp_path / f"r{seed}", model="mine:dictnet") as w:
+            w.save(DictNet().state_dict(), step=0, epoch=0.0)
+            w.save(DictNet().state_dict(), step=1, epoch=1.0)
+        runs.append(tmp_path / f"r{seed}")
+    inputs = inputs_from_batch(DictNet(), batch_of(Tokens(4, 0)))
+    res = align(runs[0], runs[1], model=DictNet(), example_inputs=inputs)
+    for _ in range(2):  # a rerun replaces its own outputs
+        summary = write_match(tmp_path / "m", res, model="mine:dictnet", progress=False)
+    assert summary["objective_after"] >= summary["objective_before"]
+    permuted = Trajectory(tmp_path / "m" / "b_permuted")
+    assert permuted.steps == [0, 1] and permuted.complete
+    expected = permgraph.apply(res["spec"], res["perm"], Trajectory(runs[1]).final())
+    assert all(torch.equal(permuted.final()[k], v) for k, v in expected.items())
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    with pytest.raises(FolderError):
+        write_match(tmp_path / "theirs", res, model="mine:dictnet", progress=False)
+    assert sorted(p.name for p in (tmp_path / "theirs").iterdir()) == ["notes.txt"]
+    with pytest.raises(TransferError, match="inside run A"):
+        write_match(runs[0] / "m", res, model="mine:dictnet", progress=False)
+    assert not (runs[0] / "m").exists()
