@@ -103,6 +103,14 @@ def test_three_models_by_activation_matching(user, capsys) -> None:
     assert "loss barrier" in capsys.readouterr().out
 
 
+def test_mergemany_aligns_a_and_its_permuted_copy_into_one_frame(user) -> None:
+    tmp, paths, _ = user
+    out = tmp / "mm"
+    assert _merge([paths["a"], paths["b"], paths["c"]], "--align", "weight", "--mergemany", out=out) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert abs(res["curves"]["matched"]["loss_barrier"]) < 1e-5  # A and B, both as MergeMany aligned them
+
+
 def test_a_second_run_resumes_from_the_saved_points(user) -> None:
     tmp, paths, _ = user
     out = tmp / "r"

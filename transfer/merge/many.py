@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from permgraph.apply import identity_permutation
 from permgraph.spec import PermSpec
 from transfer.merge.alignment import Alignment, align_models
 from transfer.merge.path import StateDict, interpolate, reiterable
@@ -115,13 +116,8 @@ def _merge_many(model: nn.Module, spec: PermSpec, states: Sequence[Mapping[str, 
             others = interpolate([aligned[j] for j in range(len(states)) if j != i])
             al = align_models(model, spec, others, states[i], method=options.method, batches=batches,
                               seed=options.seed, restarts=options.restarts)  # fmt: skip
-            old = alignments[i].perm if alignments[i] is not None else None
-            if old is None or any(not torch.equal(al.perm[g], old.get(g, al.perm[g])) for g in al.perm):
-                changed = (
-                    changed
-                    or old is not None
-                    or any(not torch.equal(p, torch.arange(p.shape[-1]).expand_as(p)) for p in al.perm.values())
-                )
+            old = alignments[i].perm if alignments[i] is not None else identity_permutation(spec)
+            changed = changed or any(not torch.equal(p, old[g]) for g, p in al.perm.items())
             alignments[i], aligned[i] = al, al.state
         if not changed:
             return sweep

@@ -265,19 +265,20 @@ def _curves(args: argparse.Namespace, setup: dict[str, Any], aligned: list[dict]
 
     model, spec, val = setup["model"], setup["spec"], setup["val"]
     a, b = setup["sources"][0].state, setup["sources"][1].state
-    plans: list[tuple[str, dict, Any]] = [("naive", b, None)]
+    # MergeMany may move A too: the matched curves run between A and B as aligned (one frame)
+    ends = (aligned[0], aligned[1]) if args.align != "none" else (a, b)
+    plans: list[tuple[str, tuple, Any]] = [("naive", (a, b), None)]
     if args.align != "none":
-        plans.append(("matched", aligned[1], None))
+        plans.append(("matched", ends, None))
     t0 = time.perf_counter()
     if args.repair:
-        end = aligned[1] if args.align != "none" else b
-        repair = _user_errors(Repair, model, spec, [a, end], setup["train"])
-        plans.append(("matched+repair" if args.align != "none" else "naive+repair", end, repair.at))
+        repair = _user_errors(Repair, model, spec, list(ends), setup["train"])
+        plans.append(("matched+repair" if args.align != "none" else "naive+repair", ends, repair.at))
         timings["repair_setup"] = time.perf_counter() - t0
     curves = {}
     t1 = time.perf_counter()
-    for name, end, transform in plans:
-        curve = evaluate_path(model, a, end, val, lambdas=args.lambdas, transform=transform,
+    for name, (start, end), transform in plans:
+        curve = evaluate_path(model, start, end, val, lambdas=args.lambdas, transform=transform,
                               points=progress.points(name), progress=not args.no_progress)  # fmt: skip
         curves[name] = curve
     timings["curves"] = time.perf_counter() - t1
