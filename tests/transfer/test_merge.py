@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -226,3 +228,15 @@ def test_the_guides_merge_example_runs(capsys) -> None:
     exec(compile(code, "docs/guide.md", "exec"), {"__name__": "guide_merge"})
     printed = capsys.readouterr().out
     assert "matched+repair  loss barrier" in printed and "'0.out': 'activation'" in printed
+
+
+def test_activation_matching_refuses_a_spec_without_activations() -> None:
+    from permgraph.spec import PermSpec
+
+    model = _mlp(0)
+    spec, a, b, _ = _planted(model, (torch.randn(2, 6),))
+    data = json.loads(spec.to_json())
+    for g in data["groups"]:
+        g.pop("activations", None)
+    with pytest.raises(ValueError, match="infer it again"):
+        align_models(model, PermSpec.from_dict(data), a, b, method="activation", batches=_batches())

@@ -161,7 +161,10 @@ def match_activations(
     with the others fixed). ``timings`` receives ``collect`` (running the models, correlations) and
     ``solve`` (the assignments) seconds."""
     t0 = time.perf_counter()
-    corr = activation_correlations(model, spec, reference, other, batches)
+    if not any(g.activations for g in spec.free_groups):
+        raise ValueError("the spec records no activations (a spec saved before groups named them): infer it again")
+    # no group with a clean activation (a model of attention heads alone): all weight-matched below
+    corr = activation_correlations(model, spec, reference, other, batches) if _clean_sites(spec) else {}
     t1 = time.perf_counter()
     perm: Permutation = {}
     for g, c in corr.items():
