@@ -26,7 +26,7 @@ from permgraph.activations import activation_sites
 from permgraph.axisgraph import Atom, AxisGraph
 from permgraph.rules import AxisLayouts, Context, RuleOutput, TupleLayouts, block_everything, flat_nodes, op_name, rule_for
 from permgraph.spec import Group, Member, PermSpec
-from permgraph.trace import Traced, choose_outputs, trace
+from permgraph.trace import Traced, as_output_names, choose_outputs, trace
 
 __all__ = ["Analysis", "analyse", "infer", "spec_from_analysis"]
 
@@ -107,14 +107,14 @@ def _close_outputs(g: AxisGraph, node: torch.fx.Node, analysis: Analysis) -> Non
                 g.unify(a, b, f"buffer update of {key}")
 
 
-def analyse(traced: Traced, outputs: Sequence[str | int] | None = None) -> Analysis:
+def analyse(traced: Traced, outputs: Sequence[str | int] | str | None = None) -> Analysis:
     """Run every op's rule over the traced graph, in order, building one axis graph.
     ``outputs`` names the model outputs that must be preserved (default: all of them)."""
     g = AxisGraph()
     analysis = Analysis(traced=traced, graph=g, values={}, param_layouts={}, unknown_ops={},
-                        outputs=None if outputs is None else tuple(str(o) for o in outputs))
-    if outputs is not None:
-        choose_outputs(traced, outputs)  # an unknown name fails before any rule runs
+                        outputs=as_output_names(outputs))
+    if analysis.outputs is not None:
+        choose_outputs(traced, analysis.outputs)  # an unknown name fails before any rule runs
     values = analysis.values
     for node in traced.graph.nodes:
         if node.op == "placeholder":
@@ -287,7 +287,7 @@ def infer(
     name: str = "",
     return_analysis: bool = False,
     per_block: bool = False,
-    outputs: Sequence[str | int] | None = None,
+    outputs: Sequence[str | int] | str | None = None,
 ) -> PermSpec | tuple[PermSpec, Analysis]:
     """Trace ``model`` on the example inputs and infer every permutation group.
 

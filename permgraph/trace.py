@@ -36,7 +36,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from permgraph.modstate import preserved
 
-__all__ = ["TraceError", "Traced", "choose_outputs", "pick_outputs", "trace", "tied_aliases"]
+__all__ = ["TraceError", "Traced", "as_output_names", "choose_outputs", "pick_outputs", "trace", "tied_aliases"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,17 @@ def _output_paths(program: ExportedProgram, user: list[int]) -> dict[int, tuple[
     tree = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
     paths = {leaf: tuple(_key_name(k) for k in path) for path, leaf in pytree.tree_flatten_with_path(tree)[0]}
     return {user[leaf]: paths[leaf] for leaf in range(len(user))}
+
+
+def as_output_names(outputs: Sequence[str | int] | str | int | None) -> tuple[str, ...] | None:
+    """``infer(outputs=...)`` as a tuple of names: one name or index, or several; None stays
+    None (every output counts). An empty choice is refused: it would preserve nothing."""
+    if outputs is None:
+        return None
+    names = (str(outputs),) if isinstance(outputs, (str, int)) else tuple(str(o) for o in outputs)
+    if not names:
+        raise ValueError("outputs=() names no output; pass the outputs to preserve, or None for all of them")
+    return names
 
 
 def choose_outputs(traced: Traced, outputs: Sequence[str | int]) -> set[int]:

@@ -80,9 +80,11 @@ def test_an_unknown_output_name_lists_the_model_s_outputs():
         permgraph.infer(TwoHeads(as_dict=True), (torch.randn(5, 4),), outputs=("logits",))
     with pytest.raises(ValueError, match="no output '2'; its outputs are: 0, 1"):
         permgraph.infer(TwoHeads(), (torch.randn(5, 4),), outputs=(2,))
+    with pytest.raises(ValueError, match="names no output"):
+        permgraph.infer(TwoHeads(), (torch.randn(5, 4),), outputs=())
 
 
-@pytest.mark.parametrize("as_dict,chosen", [(False, (0,)), (False, ("0",)), (True, ("out",))])
+@pytest.mark.parametrize("as_dict,chosen", [(False, (0,)), (False, ("0",)), (True, ("out",)), (True, "out")])
 def test_tuple_index_or_dict_key_chooses_the_output(as_dict, chosen):
     torch.manual_seed(0)
     model, x = TwoHeads(as_dict), torch.randn(5, 4)
