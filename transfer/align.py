@@ -55,15 +55,16 @@ def align(
     spec: PermSpec | None = None,
     seed: int = 0,
     restarts: int = 0,
+    model_name: str = "the model",
 ) -> dict[str, Any]:
     """The permutation of B's final weights closest to A's, its objective before and after, the L2
     distance before and after, and per group the units moved and the agreement before and after.
     ``example_inputs``: what the spec is inferred from (a :class:`~transfer.inputs.ModelInputs`,
-    or a tuple of positional inputs)."""
+    or a tuple of positional inputs). ``model_name``: how messages name ``model`` (e.g. ``"--model ID"``)."""
     ta, tb = open_trajectory(a, "run A"), open_trajectory(b, "run B")
     sa, sb = ta.final(), tb.final()  # one architecture: both must fit ``model`` (ids may be spelt differently)
-    _check_same_architecture(model.state_dict(), sa, f"run {ta.path}")
-    _check_same_architecture(model.state_dict(), sb, f"run {tb.path}")
+    _check_same_architecture(model.state_dict(), sa, f"run A ({ta.path})", model_name)
+    _check_same_architecture(model.state_dict(), sb, f"run B ({tb.path})", model_name)
     check_finite(sa, f"run A's final checkpoint ({ta.path})")
     check_finite(sb, f"run B's final checkpoint ({tb.path})")
     t0 = time.perf_counter()

@@ -127,6 +127,13 @@ def test_a_model_of_another_architecture_names_model_as_what_differs(work, capsy
     assert f"--model {OTHER!r}" in one_line(capsys)
 
 
+def test_match_names_the_run_that_does_not_fit_the_model(work, tmp_path, capsys):
+    assert transfer(["match", str(work / "s1"), str(work / "s2"), "--model", WIDER, "--out", str(tmp_path / "m")]) == 2
+    err = one_line(capsys)
+    assert f"run A ({work / 's1'}) does not fit the architecture of --model {WIDER!r}" in err
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_target_of_another_width_is_named_as_the_target(work, tmp_path, capsys):
     from reliability_kit import RECIPE
 

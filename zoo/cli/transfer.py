@@ -294,7 +294,9 @@ def _match(args: argparse.Namespace) -> int:
 
             raise ZooError(f"no example inputs known for {model_id!r} ({e}); pass --data (a batch of it is used) or "
                            "--input SHAPE[:DTYPE] once per input (e.g. --input 2,16:long)") from e  # fmt: skip
-    res = align(run_a, args.b, model=model, example_inputs=inputs, seed=args.seed, restarts=args.restarts)
+    named = f"--model {args.model!r}" if args.model else f"run A's recorded model {run_a.model!r}"
+    res = align(run_a, args.b, model=model, example_inputs=inputs, seed=args.seed, restarts=args.restarts,
+                model_name=named)  # fmt: skip
     out = args.out or str(Path("runs") / "match" / f"{Path(args.a).name}_to_{Path(args.b).name}")
     summary = write_match(out, res, model=model_id, progress=not args.no_progress)
     print(f"weight matching {args.b} onto {args.a}: {len(res['perm'])} groups, {res['lsa_calls']} LSA calls, "
