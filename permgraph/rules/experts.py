@@ -27,7 +27,16 @@ from weakref import WeakKeyDictionary
 import torch.fx
 
 from permgraph.axisgraph import AxisGraph, Layout
-from permgraph.rules.context import Context, RuleOutput, TupleLayouts, bind_arguments, dim_index, op_name, register
+from permgraph.rules.context import (
+    Context,
+    RuleOutput,
+    TupleLayouts,
+    bind_arguments,
+    block_everything,
+    dim_index,
+    op_name,
+    register,
+)
 
 __all__ = ["pick", "positions_of"]
 
@@ -166,3 +175,26 @@ def _index_add(ctx: Context) -> RuleOutput:
         for layout in ts + ti:
             ctx.block(layout, "index_add with a scalar source")
     return tx
+
+
+@register("aten._grouped_mm", "transformers.grouped_mm_fallback")
+def _grouped_mm(ctx: Context) -> RuleOutput:
+    """Rows ``offs[i-1]:offs[i]`` of ``a`` (tokens sorted by expert) times ``b[i]``, the
+    stacked experts' weights ``(E, K, N)``; ``transformers``' CPU fallback has the same
+    meaning. Each expert's ``K`` and ``N`` units pass through (one permutation for all
+    experts); the rows and the experts are matched by position, so both are blocked."""
+    a, b, offs, bias = ctx.node.args[0], ctx.node.args[1], ctx["offs"], ctx["bias"]
+    if len(ctx.shape(a)) != 2 or len(ctx.shape(b)) != 3 or not ctx.is_tensor(offs):
+        return block_everything(ctx, "grouped_mm other than rows grouped by offsets times stacked experts")
+    ta, tb = ctx.layouts(a), ctx.layouts(b)
+    ctx.unify(ta[1], tb[1])
+    ctx.block(ta[0], "grouped_mm gives each expert the rows between two offsets")
+    ctx.block(tb[0], "grouped_mm gives group i of the rows to expert i")
+    for layout in ctx.layouts(offs):
+        ctx.block(layout, "grouped_mm offsets")
+    if ctx.is_tensor(bias):
+        tbias = ctx.layouts(bias)
+        ctx.unify(tbias[-1], tb[2])
+        for layout in tbias[:-1]:
+            ctx.block(layout, "grouped_mm gives group i of the rows to expert i")
+    return [ta[0], tb[2]]

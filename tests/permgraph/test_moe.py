@@ -260,3 +260,39 @@ def test_index_select_result_moves_with_its_index_entries():
     spec = permgraph.infer(model, (x,))
     assert not group_of(spec, "a", 0).is_free  # the result's rows meet the model input x
     assert permgraph.verify(model, spec, (x,)).ok
+
+
+def test_hugging_face_mixtral_keeps_its_experts_hidden_units():
+    """transformers' Mixtral stacks the experts (``gate_up_proj`` (E, 2·I, D), ``down_proj``) and
+    runs them through a grouped matmul over tokens sorted by expert: each expert's I hidden
+    units move (gate and up halves together, with ``down_proj``'s in-axis); sorting the expert
+    ids blocks the experts axis."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(vocab_size=50, hidden_size=16, intermediate_size=12, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=4,
+                           num_experts_per_tok=2, max_position_embeddings=32)  # fmt: skip
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (1, 6))
+    spec = permgraph.infer(model, (ids,), {"use_cache": False})
+    hidden = group_of(spec, "model.layers.0.mlp.experts.down_proj", 2)
+    assert hidden.is_free and hidden.size == 12
+    halves = [m.structure for m in hidden.members if m.param.endswith("gate_up_proj")]
+    assert halves == ["slice [0:12]", "slice [12:24]"]
+    router = group_of(spec, "model.layers.0.mlp.gate.weight", 0)
+    assert not router.is_free and "sort" in router.blocked
+    assert permgraph.verify(model, spec, (ids,), {"use_cache": False}).ok
+
+
+def test_grouped_matmul_rules_pass_the_rule_check():
+    import transformers.integrations.moe  # noqa: F401  (defines transformers::grouped_mm_fallback)
+
+    offs = torch.tensor([2, 4, 6], dtype=torch.int32)
+    bf16 = torch.bfloat16  # torch's own grouped_mm traces only in low precision
+    report = permgraph.assert_rule_sound(torch._grouped_mm, (torch.randn(6, 16, dtype=bf16),
+                                                             torch.randn(3, 16, 8, dtype=bf16), offs))
+    assert report.free_sizes == (8, 16)
+    fallback = torch.ops.transformers.grouped_mm_fallback
+    report = permgraph.assert_rule_sound(fallback, (torch.randn(6, 4), torch.randn(3, 4, 5), offs))
+    assert report.free_sizes == (4, 5) and any("rows between two offsets" in b for b in report.blocked)
