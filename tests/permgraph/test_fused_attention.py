@@ -163,6 +163,34 @@ def test_permuting_query_key_dims_alone_is_exact_by_hand(form):
     assert _hand_check(build(), x, blocks, bias, ("q",)) > 1e-4  # the control: q alone breaks it
 
 
+class Wrapped(nn.Module):
+    """``nn.TransformerEncoderLayer``, or ``nn.MultiheadAttention`` without weights and with a
+    padding mask (its scaled-dot-product path)."""
+
+    def __init__(self, layer: bool):
+        super().__init__()
+        self.embed, self.head = nn.Linear(5, E), nn.Linear(E, 3)
+        self.layer = nn.TransformerEncoderLayer(E, H, 16, dropout=0.0, batch_first=True) if layer else None
+        self.attn = None if layer else nn.MultiheadAttention(E, H, batch_first=True)
+
+    def forward(self, x):
+        h = self.embed(x)
+        if self.layer is not None:
+            return self.head(self.layer(h)).mean(1)
+        mask = torch.zeros(x.shape[:2], dtype=torch.bool)
+        return self.head(h + self.attn(h, h, h, need_weights=False, key_padding_mask=mask)[0]).mean(1)
+
+
+@pytest.mark.parametrize("layer", [True, False])
+def test_encoder_layer_and_the_no_weights_path_give_the_three_groups(layer):
+    torch.manual_seed(0)
+    model, x = Wrapped(layer), torch.randn(2, 4, 5)
+    spec = permgraph.infer(model, (x,))
+    assert permgraph.verify(model, spec, (x,)).ok
+    labels = sorted(g.structure for g in spec.free_groups if g.size in (H, D))
+    assert labels == ["heads", "query/key dims", "value dims"], spec
+
+
 def test_a_stand_in_used_as_a_whole_ties_every_slice_it_stands_for():
     """The fallback should an op ever read a sliced value as a whole: soundly coarser."""
     g = AxisGraph()
