@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -303,7 +304,7 @@ def compare(inferred: PermSpec, resolved: Resolved, shapes: Shapes) -> list[Find
         for name, pairs in touched.items():
             missing = [m for m in expanded[name] if m not in {m2 for _, m2 in pairs}]
             if missing:
-                own.append(_left_out(perm, pairs[0][0], missing, owners, free[name]))
+                own.append(_left_out(perm, _nearest([h for h, _ in pairs], missing[0]), missing, owners, free[name]))
         findings += own
         if len(touched) > 1 and not any(f.kind.is_error for f in own):
             findings.append(Finding(FindingKind.TIES_INDEPENDENT, perm, tuple(touched), (
@@ -313,6 +314,11 @@ def compare(inferred: PermSpec, resolved: Resolved, shapes: Shapes) -> list[Find
         if g.name not in touched_any:
             findings.append(_missing(g, expanded[g.name]))
     return findings
+
+
+def _nearest(present: list[Member], missing: Member) -> Member:
+    """The present member named most like the missing one (``layer1.0.conv2`` for ``layer1.0.bn2``)."""
+    return max(present, key=lambda m: len(os.path.commonprefix([m.param, missing.param])))
 
 
 def _left_out(perm: str, present: Member, missing: list[Member], owners: Mapping[tuple[str, int], str],
