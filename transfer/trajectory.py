@@ -150,7 +150,7 @@ class TrajectoryWriter:
             if existing.get("model") != model:
                 raise TrajectoryError(
                     f"{self.path} already holds a trajectory of model {existing.get('model')!r}, not "
-                    f"{model!r}; write to another folder or delete this one first"
+                    f"{model!r}; write to another folder (this one is left as it is)"
                 )
             self.manifest = existing
             if data:
@@ -306,9 +306,9 @@ def _read_manifest(path: Path) -> dict:
         raise TrajectoryError(f"corrupt manifest {mpath} ({e}); {REBUILD.format(path=path)}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
-        raise TrajectoryError(
-            f"{mpath} is not a {FORMAT} manifest (format={fmt!r}); pass a folder written by TrajectoryWriter"
-        )
+        ours = any(path.glob("ckpt_*.safetensors"))
+        fix = REBUILD.format(path=path) if ours else "pass a folder written by TrajectoryWriter"
+        raise TrajectoryError(f"{mpath} is not a {FORMAT} manifest (format={fmt!r}); {fix}")
     if manifest.get("version", 0) > VERSION:
         raise TrajectoryError(
             f"{mpath} has format version {manifest['version']}, newer than this library's {VERSION}; "
