@@ -140,9 +140,13 @@ def _output_paths(program: ExportedProgram, user: list[int]) -> dict[int, tuple[
     out_spec = getattr(program.call_spec, "out_spec", None)
     if out_spec is None or out_spec.num_leaves != len(user):
         return {}
-    tree = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
-    paths = {leaf: tuple(_key_name(k) for k in path) for path, leaf in pytree.tree_flatten_with_path(tree)[0]}
-    return {user[leaf]: paths[leaf] for leaf in range(len(user))}
+    try:  # an output type whose tree cannot be rebuilt from placeholders just has no names
+        tree = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
+        paths = {leaf: tuple(_key_name(k) for k in path) for path, leaf in pytree.tree_flatten_with_path(tree)[0]}
+        return {user[leaf]: paths[leaf] for leaf in range(len(user))}
+    except Exception:  # noqa: BLE001  (any failure of a third-party pytree registration)
+        log.debug("no output names for this model", exc_info=True)
+        return {}
 
 
 def as_output_names(outputs: Sequence[str | int] | str | int | None) -> tuple[str, ...] | None:
