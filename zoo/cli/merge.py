@@ -225,6 +225,8 @@ def _key(args: argparse.Namespace, setup: dict[str, Any]) -> str:
 
 def _aligned(args: argparse.Namespace, setup: dict[str, Any], progress: _Progress, timings: dict) -> list[dict]:
     """Every source aligned onto A (or by MergeMany), the permutations kept in the progress file."""
+    from tqdm.auto import tqdm
+
     import permgraph
     from transfer.merge import MergeOptions, align_models, merge
 
@@ -237,7 +239,7 @@ def _aligned(args: argparse.Namespace, setup: dict[str, Any], progress: _Progres
         timings["align"] = time.perf_counter() - t0
         return res.aligned
     out = [states[0]]
-    for s in sources[1:]:
+    for s in tqdm(sources[1:], desc=f"align ({args.align})", unit="model", disable=args.no_progress, leave=False):
         perm = progress.perm(s.label)
         if perm is None:
             al = _user_errors(align_models, model, spec, states[0], s.state, method=args.align,
