@@ -34,3 +34,49 @@ def test_the_guides_rule_example_runs_and_frees_the_group(capsys):
         for key in set(user_rules()) - set(before):
             permgraph.unregister_rule(key)
     assert "mylib.soft_clip" not in RULES
+
+
+MODULE = '''
+import torch
+from torch import nn
+
+import permgraph
+
+
+@torch.library.custom_op("pgtest_cli::halve", mutates_args=())
+def halve(x: torch.Tensor) -> torch.Tensor:
+    return x / 2
+
+
+@halve.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+@permgraph.register_rule(halve)
+def halve_rule(ctx):
+    return ctx.layouts(ctx["x"])
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc2(halve(self.fc1(x)))
+'''
+
+
+def test_the_command_line_uses_a_rule_registered_by_the_users_module(tmp_path, monkeypatch, capsys):
+    from zoo.cli.permgraph import main
+
+    (tmp_path / "pgtest_cli_models.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["inspect", "pgtest_cli_models:Net", "--input", "2,4"]) == 0
+        assert "fc1.out" in capsys.readouterr().out.split("PermSpec")[0]  # listed as a free group
+        assert main(["verify", "pgtest_cli_models:Net", "--input", "2,4"]) == 0
+    finally:
+        if "pgtest_cli.halve" in user_rules():
+            permgraph.unregister_rule("pgtest_cli.halve")

@@ -120,6 +120,8 @@ def _inspect(args: argparse.Namespace) -> int:
         if analysis.unknown_ops:
             lines.append("ops without a rule (their axes are blocked): "
                          + ", ".join(f"{k} ×{v}" for k, v in analysis.unknown_ops.items()))  # fmt: skip
+            lines.append("to add a rule from your own module: permgraph.register_rule "
+                         "(user guide: 'When a group is blocked: adding a rule')")
         if args.out:  # the first line says whose file it is, so a later --out may replace it
             atomic_write_bytes(args.out, "\n".join([f"{TABLE_HEADER} {args.model}", *lines, ""]).encode())
             print(f"wrote {args.out}")
