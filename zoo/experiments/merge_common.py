@@ -119,6 +119,7 @@ class Merger:
         self.data, self.model_id = open_setting(setting)
         self.net = build(self.model_id)
         self.spec = permgraph.infer(self.net, example_inputs(self.net))
+        self.net.to(ctx.device)  # paths and statistics are computed where the runs trained (not tried on a GPU here)
         size = int(path.get("batch_size", 500))
         self.stat = batches(self.data.train, int(path.get("stat_samples", 5000)), size)
         self.test = batches(self.data.test, setting.get("test_subset"), size)
