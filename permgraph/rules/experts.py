@@ -5,7 +5,8 @@ the scored axis. Permuting that axis by ``σ`` (a router's rows, ``logits[:, c] 
 logits[:, σ[c]]``) leaves the chosen scores alone and relabels the indices
 (``idx' = σ⁻¹[idx]``). An op that uses the indices to pick slices of a tensor whose axis
 moves by the same ``σ`` (stacked expert weights ``w[idx]``, ``index_select``, ``gather``,
-``embedding``) then picks the very same slices: ``w'[idx'] = w[σ[σ⁻¹[idx]]] = w[idx]``.
+``embedding``) then picks the very same slices, ``w'[idx'] = w[σ[σ⁻¹[idx]]] = w[idx]``, and
+``scatter`` writes into the same ones.
 ``one_hot(idx, E)`` gets its class axis permuted by ``σ``. So permuting the experts together
 with the router's output rows is a symmetry, provided *every* use of the indices is one of
 these readers (possibly after views, selects and casts, which keep the values). Any other
@@ -15,8 +16,10 @@ positions as numbers, and the scored axis is blocked with that reason.
 Exact ties between scores are broken by position; routers' scores are continuous, so ties
 have probability zero, and a tie between experts of zero weight changes nothing.
 
-The readers (``aten.index`` and ``aten.index_select`` in ``slicing``, ``aten.embedding``)
-call ``pick``: tie the indexed axis to the positions' axis, or block it.
+Every reader (``aten.index`` and ``aten.index_select`` in ``slicing``, ``aten.embedding``,
+``gather`` and ``scatter`` here) calls ``pick``: tie the indexed axis to the positions' axis,
+or block it. ``topk`` followed by ``scatter`` is also how k-winners-take-all activations are
+written, whose units then stay free.
 """
 
 from __future__ import annotations
@@ -75,8 +78,8 @@ def _reads_positions(user: torch.fx.Node, node: torch.fx.Node) -> bool:
     if name == "aten.index":
         used = [i for i in args.get("indices") or [] if i is not None]
         return len(used) == 1 and used[0] is node and args.get("self") is not node
-    if name in ("aten.index_select", "aten.gather"):
-        return args.get("index") is node and args.get("self") is not node
+    if name in ("aten.index_select", "aten.gather", "aten.scatter", "aten.scatter_add"):
+        return args.get("index") is node and args.get("self") is not node and args.get("src") is not node
     if name == "aten.embedding":
         return args.get("indices") is node and args.get("weight") is not node
     return name == "aten.one_hot" and args.get("self") is node
@@ -198,3 +201,48 @@ def _grouped_mm(ctx: Context) -> RuleOutput:
         for layout in tbias[:-1]:
             ctx.block(layout, "grouped_mm gives group i of the rows to expert i")
     return [ta[0], tb[2]]
+
+
+def _scatter_like(ctx: Context, entries_commute: bool) -> RuleOutput:
+    """``out = self`` with ``out[i][index[i][j]] = src[i][j]`` (for ``dim`` 1): ``self``'s axes
+    pass through, its ``dim`` axis written by position (see ``pick``); the index's other axes
+    are tied to ``self``'s where as long and to ``src``'s. The entries ``j`` may be reordered
+    (with ``src``'s) only where the writes commute (``scatter_add``): with repeated indices,
+    which write of ``scatter`` lands last depends on their order."""
+    x, index, src = ctx["self"], ctx["index"], ctx["src"]
+    tx, ti = ctx.layouts(x), ctx.layouts(index)
+    sx, si = ctx.shape(x), ctx.shape(index)
+    d = dim_index(ctx["dim"], len(tx))
+    pick(ctx, tx[d], index, "scatter writes units by position")
+    for a, (lx, li) in enumerate(zip(tx, ti)):
+        if a == d:
+            continue
+        if sx[a] == si[a]:
+            ctx.unify(lx, li)
+        else:
+            ctx.block(lx, "scatter writes only the first units of this axis")
+            ctx.block(li, "scatter writes only the first units of this axis")
+    if ctx.is_tensor(src):
+        ts, ss = ctx.layouts(src), ctx.shape(src)
+        for a, (li, ls) in enumerate(zip(ti, ts)):
+            if ss[a] == si[a] and (a != d or entries_commute):
+                ctx.unify(li, ls)
+            else:
+                ctx.block(li, "scatter's order of writes")
+                ctx.block(ls, "scatter's order of writes")
+    elif ti:
+        ctx.block(ti[d], "scatter's order of writes")
+    return tx
+
+
+@register("aten.scatter")
+def _scatter(ctx: Context) -> RuleOutput:
+    """Writes ``src`` (or one value) at the index's positions; see ``_scatter_like``."""
+    return _scatter_like(ctx, entries_commute=False)
+
+
+@register("aten.scatter_add")
+def _scatter_add(ctx: Context) -> RuleOutput:
+    """Adds ``src`` at the index's positions; the additions commute, so the entries may move
+    together with ``src``'s."""
+    return _scatter_like(ctx, entries_commute=True)

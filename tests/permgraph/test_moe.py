@@ -296,3 +296,31 @@ def test_grouped_matmul_rules_pass_the_rule_check():
     fallback = torch.ops.transformers.grouped_mm_fallback
     report = permgraph.assert_rule_sound(fallback, (torch.randn(6, 4), torch.randn(3, 4, 5), offs))
     assert report.free_sizes == (4, 5) and any("rows between two offsets" in b for b in report.blocked)
+
+
+class WinnersTakeAll(nn.Module):
+    """k-winners-take-all: the top 3 of 8 hidden units kept, the others zeroed (topk, then scatter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(3, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        values, idx = h.topk(3, -1)
+        return self.fc2(torch.zeros_like(h).scatter(-1, idx, values))
+
+
+def test_k_winners_take_all_keeps_its_hidden_units():
+    model = WinnersTakeAll().double()
+    spec = infer(model)
+    assert [g.size for g in spec.free_groups] == [8] and group_of(spec, "fc1.weight", 0).is_free
+    assert permgraph.verify(model, spec, (tokens(),)).ok
+
+
+def test_scatter_rules_pass_the_rule_check():
+    x, src = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    index = torch.tensor([[0, 2], [1, 1], [5, 3]])  # row 1 writes one unit twice
+    assert permgraph.assert_rule_sound(lambda a, i, s: a.scatter(1, i, s), (x, index, src)).free_sizes == (3,)
+    assert permgraph.assert_rule_sound(lambda a, i, s: a.scatter_add(1, i, s), (x, index, src)).free_sizes == (2, 3)
+    assert permgraph.assert_rule_sound(lambda a, i: a.scatter(1, i, 2.0), (x, index)).free_sizes == (3,)

@@ -272,6 +272,10 @@ TABLE = [
         VECTORS, (), ("fc1.weight", "gather picks units by position")),
     Row("aten.index_add", lambda: Through(lambda h: torch.zeros(2, 8).index_add(0, torch.tensor([1, 0]), h)), VECTORS,
         (8,)),
+    Row("aten.scatter", lambda: Through(lambda h: torch.zeros_like(h).scatter(-1, *h.topk(3, -1)[::-1])), VECTORS, (8,),
+        name="k winners take all"),
+    Row("aten.scatter_add", lambda: Through(lambda h: h.scatter_add(1, torch.tensor([[1, 0], [2, 2]]), h[:, :2])),
+        VECTORS, (), ("fc1.weight", "scatter writes units by position")),
 ]
 
 
