@@ -8,12 +8,17 @@ Sections (each run alone updates its part of ``docs/results/solvers.json`` and r
   matching costs of two random-init torchvision resnet50's channel groups of 256..2048 units,
   (c) a 16384-unit low-rank FGMT cost (mlp2 width 16384). Each solve runs in its own subprocess
   with a time limit; "optimal" means the objective equals scipy's within 1e-9 relative.
+* ``warm``: FGMT's five consecutive 4096 costs (1..5 gradient pairs) solved in order, each warm
+  from the one before as the engine does: the auction, the certified core solve
+  (``transfer.lap_certified``), and the auction followed by certification; ``--check`` compares
+  each assignment with scipy's.
 * ``vgg``: one weight-matching solve of two torchvision ``vgg11_bn(num_classes=10)``, with this
   checkout's matcher and with the one of ``--rev`` (read from git, so "before" is reproducible).
 * ``init``: planted-permutation recoveries of ``solve()`` from the identity, from "sorted", and from
   both, on torchvision resnet18 and zoo resnet20 (``--seeds`` seeds each).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/solvers.py lap
+    OMP_NUM_THREADS=1 .venv/bin/python bench/solvers.py warm --check
     OMP_NUM_THREADS=2 .venv/bin/python bench/solvers.py vgg --rev a9d69ea
     OMP_NUM_THREADS=2 .venv/bin/python bench/solvers.py init --seeds 20
 """
@@ -57,6 +62,22 @@ def _solve_lap(a: np.ndarray) -> np.ndarray:
     return solve_lap(a)
 
 
+def _certified(a: np.ndarray) -> np.ndarray:
+    """The certified core solve from no prices (core: raw k best per row and column, the identity)."""
+    from transfer.lap_certified import certified_solve
+
+    return certified_solve(a).cols
+
+
+def _auction_certified(a: np.ndarray) -> np.ndarray:
+    """The auction, then its answer made exact and certified from its prices (``certify=True``)."""
+    from transfer.lap import auction_solve
+    from transfer.lap_certified import certified_solve
+
+    cols, prices = auction_solve(a)
+    return certified_solve(a, prices, cols).cols
+
+
 def _lapx(fn: str, **kw):
     def solve(a: np.ndarray) -> np.ndarray:
         import lap
@@ -94,6 +115,8 @@ SOLVERS = {
     "scipy": _scipy,
     "auction": _auction,
     "solve_lap": _solve_lap,
+    "certified": _certified,
+    "auction+certify": _auction_certified,
     "lapx.lapjv": _lapx("lapjv", return_cost=True),
     "lapx.lapjvc": _lapx("lapjvc", return_cost=True),
     "lapx.lapjvs": _lapx("lapjvs", prefer_float32=False, jvx_like=False),
@@ -218,13 +241,15 @@ def _vgg_sorted_cost() -> np.ndarray:
     return Matcher(spec).add(a.state_dict(), b.state_dict())._sorted_cost("classifier.0.out").double().numpy()
 
 
-def _matrices(quick: bool) -> dict[str, Path]:
+def _matrices(quick: bool, skip: frozenset[str] = frozenset()) -> dict[str, Path]:
+    """The cached matrices (made when missing), less ``skip``."""
     CACHE.mkdir(parents=True, exist_ok=True)
     made: dict[str, np.ndarray] = {}
     names = ["mlp2-4096 FGMT 1 pair", "mlp2-4096 FGMT 5 pairs"] + [f"resnet50 WM {w}" for w in (256, 512, 1024, 2048)]
     names += ["vgg11_bn sorted start 4096", "mlp2-16384 FGMT 1 pair"]
     if quick:
         names = ["resnet50 WM 256", "resnet50 WM 512"]
+    names = [n for n in names if n not in skip]
     paths = {n: CACHE / (n.replace(" ", "_") + ".npy") for n in names}
     missing = [n for n in names if not paths[n].exists()]
     if any(n.startswith("mlp2-4096") for n in missing):
@@ -248,14 +273,13 @@ def run_lap(quick: bool, limit: float, only: list[str] | None = None, max_n: int
     keep = only is not None or max_n is not None
     old = json.loads(RESULTS.read_text()).get("lap", {}).get("rows", {}) if keep and RESULTS.exists() else {}
     rows = {}
-    for name, path in _matrices(quick).items():
+    kept = frozenset(k for k, r in old.items() if max_n is not None and r["n"] > max_n)
+    for name, path in _matrices(quick, kept).items():
         n = int(np.load(path, mmap_mode="r").shape[0])
-        if max_n is not None and n > max_n and name in old:
-            rows[name] = old[name]
-            continue
         solvers = [s for s in SOLVERS if _installed(s)]
         if n > 8192:  # the O(n^3) solvers that took > 30 s at 4096 are left out here
-            solvers = [s for s in solvers if s in ("scipy", "auction", "solve_lap", "lapx.lapjvc", "lapx.lapjvs(f32)")]
+            solvers = [s for s in solvers if s in ("scipy", "auction", "solve_lap", "lapx.lapjvc", "lapx.lapjvs(f32)",
+                                                   "certified", "auction+certify")]  # fmt: skip
         res = dict(old.get(name, {}).get("results", {}))
         if only:
             solvers = [s for s in solvers if s in only]
@@ -269,7 +293,55 @@ def run_lap(quick: bool, limit: float, only: list[str] | None = None, max_n: int
             if ref is not None and "objective" in r:
                 r["optimal"] = bool(r["valid"] and abs(r["objective"] - ref) <= 1e-9 * abs(ref))
         rows[name] = {"n": n, "results": res}
-    return rows
+    return {**rows, **{k: old[k] for k in kept}}
+
+
+# ---- consecutive FGMT solves, warm-started -----------------------------------------------
+def _sequence(steps: int = 5) -> list[Path]:
+    """mlp2-4096's FGMT costs after 1..steps gradient pairs (each the previous one plus a pair)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    paths = [CACHE / f"mlp2-4096_FGMT_seq_{t}.npy" for t in range(1, steps + 1)]
+    if not all(p.exists() for p in paths):
+        for t, c in _mlp2_costs(4096, list(range(1, steps + 1))).items():
+            np.save(paths[t - 1], c)
+    return paths
+
+
+def run_warm(check: bool) -> dict:
+    """Each solver over the sequence in order, as the engine calls it: the auction from the previous
+    solve's assignment and prices (``LapWarm``), the certified solve from the previous solve's duals
+    (its first solve from a cold auction's prices), and the warm auction followed by certification
+    (``certify=True``). CPU seconds per solve, one thread; ``check``: compare with scipy."""
+    import torch
+
+    from transfer.lap import LapWarm, auction_solve, scipy_lap
+    from transfer.lap_certified import certified_solve
+
+    torch.set_num_threads(1)
+    mats = [np.load(p) for p in _sequence()]
+    ref = [scipy_lap(a) for a in mats] if check else None
+    out: dict[str, dict] = {}
+    for name in ("auction (warm)", "certified (warm)", "auction (warm) + certify"):
+        warm, prev, row = LapWarm(), None, {"cpu_s": [], "rounds": [], "first_round_violations": [], "same_as_scipy": []}
+        for t, a in enumerate(mats):
+            c0 = time.process_time()
+            if name == "certified (warm)" and prev is not None:
+                sol = certified_solve(a, prev.v, prev.cols)
+            else:
+                cols, prices = auction_solve(a, warm if warm.fits(len(a)) else None)
+                warm.cols, warm.prices = cols, prices
+                sol = certified_solve(a, prices, cols) if name != "auction (warm)" else None
+            row["cpu_s"].append(round(time.process_time() - c0, 3))
+            if sol is not None:
+                prev, cols = sol, sol.cols
+                row["rounds"].append(sol.certificate.rounds)
+                row["first_round_violations"].append(sol.certificate.violations[0])
+            if ref is not None:
+                row["same_as_scipy"].append(bool((cols == ref[t]).all()))
+        row["total_cpu_s"] = round(sum(row["cpu_s"]), 2)
+        out[name] = row
+        print(name, row, flush=True)
+    return out
 
 
 # ---- the matcher: vgg11_bn ---------------------------------------------------------------
@@ -403,7 +475,7 @@ def render(results: dict) -> str:
             cells = [_fmt(row["results"][s]) if s in row["results"] else "-" for s in solvers]
             lines.append(f"| {name} | {row['n']} | " + " | ".join(cells) + " |")
         lines += ["", lap.get("reading", ""), ""]
-    for key in ("vgg", "init"):
+    for key in ("warm", "vgg", "init"):
         sec = results.get(key)
         if sec:
             lines += [f"## {sec['title']}", "", f"`{sec['command']}` on {sec['date']}, load average {sec['load_avg']}.", ""]
@@ -432,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         _child_solve(argv[1], argv[2])
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("section", choices=["lap", "vgg", "init", "render"])
+    p.add_argument("section", choices=["lap", "warm", "vgg", "init", "render"])
+    p.add_argument("--check", action="store_true", help="warm: compare every assignment with scipy's")
     p.add_argument("--quick", action="store_true", help="lap: two small matrices only")
     p.add_argument("--limit", type=float, default=240.0, help="lap: seconds per solve (x4 at n > 8192)")
     p.add_argument("--solvers", default=None, help="lap: only these (comma-separated), merged into the table")
@@ -452,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         if (only or args.max_n) and RESULTS.exists():
             stamp["command"] = json.loads(RESULTS.read_text())["lap"]["command"] + "; " + stamp["command"]
         _save("lap", {**stamp, "rows": rows})
+    elif args.section == "warm":
+        title = "Consecutive FGMT solves (mlp2-4096, 1..5 pairs), warm-started as in the engine"
+        _save("warm", {**stamp, "title": title, "data": run_warm(args.check)})
     elif args.section == "vgg":
         inits = args.inits.split(",")
         data = {"after (this checkout)": run_vgg(None, inits)}

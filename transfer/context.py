@@ -21,6 +21,7 @@ from permgraph.apply import Permutation, apply, identity_permutation
 from permgraph.spec import PermSpec
 from transfer import distributed as dist
 from transfer.gradients import SyncedGradients
+from transfer.lap import LapProofs
 from transfer.matching import Matcher
 from transfer.options import TransferOptions
 from transfer.pairs import PairSource
@@ -96,10 +97,12 @@ class SolveTotals:
 
     lsa_calls: int = 0
     lsa_seconds: float = 0.0
+    proofs: LapProofs = field(default_factory=LapProofs)  # what the solves' duals proved (transfer.lap)
 
     def add(self, matcher: Matcher) -> None:
         self.lsa_calls += matcher.stats.lsa_calls
         self.lsa_seconds += matcher.stats.lsa_seconds
+        self.proofs.merge(matcher.stats.proofs)
 
 
 @dataclass

@@ -50,7 +50,7 @@ from transfer.evaluation import LossFn
 from transfer.files import MARKER, FolderError, atomic_write_bytes, output_folder, refuse_inputs_inside, temporary_folder
 from transfer.gradients import SyncedGradients
 from transfer.inputs import ModelInputs, infer_spec, inputs_from_batch
-from transfer.lap import LapWarm
+from transfer.lap import LapProofs, LapWarm
 from transfer.matching import Matcher
 from transfer.methods import TransferMethod, get_method
 from transfer.options import TransferOptions
@@ -572,7 +572,8 @@ def _commit_step(record: dict, t: int, T: int, loss: float, acc: float, ctx: Tra
     record["val_acc"].append(acc)
     record["lsa_calls"] += ctx.totals.lsa_calls
     record["lsa_seconds"] += ctx.totals.lsa_seconds
-    ctx.totals.lsa_calls, ctx.totals.lsa_seconds = 0, 0.0
+    record["lap_proofs"] = LapProofs.from_json(record.get("lap_proofs")).merge(ctx.totals.proofs).to_json()
+    ctx.totals.lsa_calls, ctx.totals.lsa_seconds, ctx.totals.proofs = 0, 0.0, LapProofs()
     record["done"] = t
     record["complete"] = t == T
 
@@ -661,6 +662,7 @@ class _Outputs:
             "eval_seconds": rec["eval_seconds"],
             "lsa_calls": rec["lsa_calls"],
             "lsa_seconds": rec["lsa_seconds"],
+            "lap_proofs": LapProofs.from_json(rec.get("lap_proofs")).to_json(),
         }
         if options.linear:
             result["lambdas"] = schedule_lambdas(options.T, options.schedule)

@@ -25,21 +25,37 @@ bid smaller, which keeps epsilon-complementary slackness. The final assignment i
 price wars (many identical rows) exceeds a bid budget and goes to an exact solver.
 
 Every solver here is exact: where two reach the optimum they differ only on exact ties.
+
+What each answer proves (:class:`LapResult`, added up per run in :class:`LapProofs`, which the engine
+writes to ``results.json`` as ``lap_proofs``): the auction's prices bound its gap to the optimum
+(:func:`auction_gap`, one pass over the matrix); lapx and scipy give no duals. ``certify=True``
+(``Matcher.certify``) makes every answer exact with a dual certificate on the whole matrix:
+:func:`transfer.lap_certified.certified_solve` on a core picked by the answer's prices, plus a repair
+loop where the core misses the optimum. The certified solve is not a dispatcher choice of its own:
+on the matrices measured (``bench/solvers.py lap`` and ``warm``) it never beat the solver the
+dispatcher already picks (lapx's ``lapjv`` on weight-matching costs, the warm auction on FGMT's:
+a warm certified solve needs 4-5 repair rounds on consecutive FGMT matrices), and on the nearly
+degenerate sorted-start matrix it is slower than scipy.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+
+from transfer.lap_certified import Certificate, CoreFailure, certified_solve
 
 try:  # optional: pip install lapx (module "lap")
     import lap as _lapx
 except ImportError:  # pragma: no cover - depends on the environment
     _lapx = None
 
-__all__ = ["solve_lap", "scipy_lap", "lapx_lap", "auction_lap", "auction_solve", "LapWarm", "AUCTION_MIN_SIZE",
-           "HAVE_LAPX"]
+__all__ = ["solve_lap", "solve_lap_result", "LapResult", "scipy_lap", "lapx_lap", "auction_lap", "auction_solve",
+           "auction_gap", "LapProofs", "LapWarm", "AUCTION_MIN_SIZE", "HAVE_LAPX"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +91,74 @@ class LapWarm:
         return bool((np.sort(c) == np.arange(n)).all())
 
 
+class LapResult(NamedTuple):
+    """One solve: the assignment, the column prices it leaves (None from the libraries), the solver
+    (``"lapx"``, ``"auction"``, ``"certified"``, ``"scipy"``), a proven bound on how far its objective
+    may fall short of the optimum (None where the solver gives no duals), and the certified solver's
+    :class:`~transfer.lap_certified.Certificate` (None for the others)."""
+
+    cols: np.ndarray
+    prices: np.ndarray | None
+    solver: str
+    gap_bound: float | None = None
+    certificate: Certificate | None = None
+
+
+@dataclass
+class LapProofs:
+    """What a run's solves proved, added up (``results.json``'s ``lap_proofs``): solves per solver,
+    those whose solver gives no duals (``unproven``), the largest proven gap to the optimum relative
+    to the objective's magnitude, and the certified solves' rounds, dense violations found (summed),
+    largest final violation (relative to the span) and largest core."""
+
+    solves: dict[str, int] = field(default_factory=dict)
+    unproven: int = 0
+    max_gap: float = 0.0
+    certified: int = 0
+    rounds: int = 0
+    violations: int = 0
+    max_violation: float = 0.0
+    candidates: int = 0
+
+    def add(self, res: LapResult, objective: float) -> None:
+        self.solves[res.solver] = self.solves.get(res.solver, 0) + 1
+        if res.gap_bound is None:
+            self.unproven += 1
+        else:
+            self.max_gap = max(self.max_gap, res.gap_bound / max(abs(objective), 1e-300))
+        c = res.certificate
+        if c is not None and c.holds:
+            self.certified += 1
+        if c is not None:
+            self.rounds += c.rounds
+            self.violations += sum(c.violations)
+            self.max_violation = max(self.max_violation, c.max_violation)
+            self.candidates = max(self.candidates, c.candidates)
+
+    def merge(self, other: LapProofs) -> LapProofs:
+        for k, v in other.solves.items():
+            self.solves[k] = self.solves.get(k, 0) + v
+        self.unproven, self.certified = self.unproven + other.unproven, self.certified + other.certified
+        self.rounds, self.violations = self.rounds + other.rounds, self.violations + other.violations
+        self.max_gap, self.max_violation = max(self.max_gap, other.max_gap), max(self.max_violation, other.max_violation)
+        self.candidates = max(self.candidates, other.candidates)
+        return self
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any) -> LapProofs:
+        """From :meth:`to_json`'s dict; anything unreadable (an old record) starts empty."""
+        try:
+            out = cls(**d)
+            if isinstance(out.solves, dict) and all(isinstance(v, int) for v in out.solves.values()):
+                return out
+        except TypeError:
+            pass
+        return cls()
+
+
 def solve_lap(a: np.ndarray, warm: LapWarm | None = None) -> np.ndarray:
     """Column index per row maximising ``sum_i a[i, p[i]]`` for a square matrix (module docstring
     says which solver takes which matrix, and why). ``warm``: the previous solve's assignment and
@@ -83,28 +167,52 @@ def solve_lap(a: np.ndarray, warm: LapWarm | None = None) -> np.ndarray:
     >>> solve_lap(np.array([[1.0, 5.0], [4.0, 1.0]])).tolist()
     [1, 0]
     """
+    return solve_lap_result(a, warm).cols
+
+
+def solve_lap_result(a: np.ndarray, warm: LapWarm | None = None, certify: bool = False) -> LapResult:
+    """:func:`solve_lap` with what the solve proves (:class:`LapResult`). ``certify``: make every
+    answer exact and certified on the whole matrix (:func:`transfer.lap_certified.certified_solve`
+    from the answer and its prices; about one sparse solve more per matrix)."""
     a = np.asarray(a, dtype=np.float64)
     n = a.shape[0]
-    if a.shape != (n, n):
+    if a.ndim != 2 or a.shape != (n, n):
         raise ValueError(f"cost matrix must be square, got {a.shape}")
-    cols, prices = _dispatch(a, warm)
+    res = _dispatch(a, warm)
+    if certify and res.certificate is None:
+        try:
+            sol = certified_solve(a, res.prices, res.cols)
+            res = LapResult(sol.cols, sol.v, f"{res.solver}+certified", sol.certificate.gap_bound, sol.certificate)
+        except CoreFailure as e:
+            log.warning("could not certify the %s answer at n=%d: %s", res.solver, n, e)
     if warm is not None:
-        warm.cols, warm.prices = cols, prices
-    return cols
+        warm.cols, warm.prices = res.cols, res.prices
+    return res
 
 
-def _dispatch(a: np.ndarray, warm: LapWarm | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _dispatch(a: np.ndarray, warm: LapWarm | None) -> LapResult:
     n = a.shape[0]
     if HAVE_LAPX and len(np.unique(a.argmax(axis=1))) >= _SPREAD * n:
-        return lapx_lap(a), None
+        return LapResult(lapx_lap(a), None, "lapx")
     if n >= AUCTION_MIN_SIZE:
         for start in ([warm, None] if warm is not None and warm.fits(n) else [None]):
             try:
-                return auction_solve(a, start)
+                cols, prices = auction_solve(a, start)
+                return LapResult(cols, prices, "auction", auction_gap(a, cols, prices))
             except _BudgetExceeded:
                 log.debug("auction bid budget exceeded at n=%d (warm start: %s)", n, start is not None)
         log.debug("falling back to scipy at n=%d", n)
-    return scipy_lap(a), None
+    return LapResult(scipy_lap(a), None, "scipy")
+
+
+def auction_gap(a: np.ndarray, cols: np.ndarray, prices: np.ndarray) -> float:
+    """What the auction's prices prove: with ``u[i] = max_j a[i, j] - prices[j]`` the pair
+    ``(u, prices)`` is dual feasible on the whole matrix, so the optimum exceeds ``cols``' objective
+    by at most ``sum_i u[i] - (a[i, cols[i]] - prices[cols[i]])`` (at most ``n * eps_final``)."""
+    red = torch.from_numpy(a) - torch.from_numpy(prices)
+    n = len(cols)
+    slack = red.max(dim=1).values - red[torch.arange(n), torch.from_numpy(cols)]
+    return float(slack.sum())
 
 
 def lapx_lap(a: np.ndarray) -> np.ndarray:

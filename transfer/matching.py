@@ -57,7 +57,7 @@ import torch
 
 from permgraph.apply import Permutation, apply, group_rows, member_positions
 from permgraph.spec import Group, Member, PermSpec
-from transfer.lap import LapWarm, solve_lap
+from transfer.lap import LapProofs, LapWarm, solve_lap_result
 from transfer.pairs import MemoryPairs, PairSource
 
 __all__ = ["Matcher", "SolveStats", "DEFAULT_INIT", "weight_matching", "permuted_distance"]
@@ -82,6 +82,7 @@ class SolveStats:
     lsa_seconds: float = 0.0
     cost_seconds: float = 0.0
     objectives: list[float] = field(default_factory=list)
+    proofs: LapProofs = field(default_factory=LapProofs)  # what each LAP's duals prove (transfer.lap)
 
 
 class Matcher:
@@ -146,6 +147,7 @@ class Matcher:
         # scratch. A dict makes each LAP of a group start from the one before it (the auction from its
         # prices): the transfer engine shares one per run across the matchers of its steps.
         self.warm: dict[str, LapWarm] | None = None
+        self.certify = False  # True: every LAP answer exact with a dual certificate (transfer.lap_certified)
 
     # ---- accumulation ----------------------------------------------------------------
     def add(
@@ -442,7 +444,9 @@ class Matcher:
         m = a.detach().cpu().double().numpy()
         if not np.isfinite(m).all():
             raise FloatingPointError("cost matrix has NaN/inf entries: a pair holds non-finite values")
-        cols = solve_lap(m, warm=warm)
+        res = solve_lap_result(m, warm=warm, certify=self.certify)
+        cols = res.cols
+        self.stats.proofs.add(res, float(m[np.arange(len(cols)), cols].sum()))
         self.stats.lsa_calls += 1
         self.stats.lsa_seconds += time.perf_counter() - t0
         return torch.from_numpy(cols)

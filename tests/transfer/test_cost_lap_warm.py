@@ -82,3 +82,55 @@ def test_the_matcher_warm_starts_only_when_asked():
     perm = m.solve()
     assert set(m.warm) == {g.name for g in spec.free_groups}
     assert torch.equal(perm["0.out"], torch.arange(6))
+
+
+def test_certified_solve_from_the_previous_duals_and_the_auctions_honest_gap():
+    """The engine's next matrix, certified from the last solve's duals, reaches scipy's optimum; the
+    auction's prices bound its own gap to the optimum from above (transfer.lap.auction_gap)."""
+    from transfer.lap import auction_gap
+    from transfer.lap_certified import certified_solve
+
+    n = 1024
+    a1 = low_rank(n, 16, 3)
+    a2 = a1 + 0.05 * low_rank(n, 16, 4)
+    cols1, prices1 = auction_solve(a1)
+    gap = auction_gap(a1, cols1, prices1)
+    assert 0.0 <= best(a1) - objective(a1, cols1) <= gap + 1e-9 * abs(best(a1))
+    first = certified_solve(a1, prices1, cols1)
+    second = certified_solve(a2, first.v, first.cols)
+    assert second.certificate.holds
+    assert objective(a2, second.cols) == pytest.approx(best(a2), rel=1e-12)
+
+
+def test_the_matcher_records_what_its_solves_prove():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    import permgraph
+
+    spec = permgraph.infer(model, (torch.randn(2, 4),))
+    torch.manual_seed(0)
+    other = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    m = Matcher(spec).add(model.state_dict(), other.state_dict())
+    m.solve(init=None)
+    assert sum(m.stats.proofs.solves.values()) == m.stats.lsa_calls and m.stats.proofs.certified == 0
+    m.certify = True
+    m.solve(init=None)
+    assert m.stats.proofs.certified == m.stats.lsa_calls > 0 and m.stats.proofs.unproven == 0
+
+
+def test_results_json_carries_what_the_solves_proved(tmp_path, monkeypatch):
+    import json
+
+    from test_methods import MLP, record, tiny_data
+
+    from transfer.engine import TransferEngine
+    from transfer.options import TransferOptions
+    from zoo.models import build
+
+    monkeypatch.setenv("PERMGRAPH_CACHE", str(tmp_path / "cache"))
+    data = tiny_data((6,), 3)
+    src, init = record(tmp_path / "src", MLP, 0, data), record(tmp_path / "tgt", MLP, 1, data).init()
+    engine = TransferEngine(build(MLP), data, TransferOptions(T=2, grad_batches=2, batch_size=16, progress=False))
+    res = engine.run("fgmt", src, init, out=tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["fgmt"]
+    proofs = saved["lap_proofs"]
+    assert proofs == res["lap_proofs"] and sum(proofs["solves"].values()) == saved["lsa_calls"] > 0
