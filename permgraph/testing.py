@@ -23,10 +23,11 @@ import torch
 from permgraph.check import CheckReport, check_spec
 from permgraph.draw import spec_table
 from permgraph.infer import infer
+from permgraph.rules.selfcheck import assert_rule_sound, check_rule  # a rule of your own (rules.selfcheck)
 from permgraph.spec import PermSpec
 from permgraph.verify import verify
 
-__all__ = ["assert_spec_sound", "assert_symmetries"]
+__all__ = ["assert_rule_sound", "assert_spec_sound", "assert_symmetries", "check_rule"]
 
 
 def _args(inputs: Any) -> tuple[Any, ...]:

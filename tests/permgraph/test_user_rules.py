@@ -257,3 +257,8 @@ BUILTINS = [
 def test_permgraphs_own_rules_pass_the_users_check(fn, args, free):
     report = permgraph.assert_rule_sound(fn, args)
     assert report.free_sizes == free, report
+
+
+def test_the_check_is_also_in_permgraph_testing():
+    assert permgraph.testing.assert_rule_sound is permgraph.assert_rule_sound
+    assert permgraph.testing.check_rule is permgraph.check_rule
