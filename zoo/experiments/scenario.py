@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 import permgraph
+from transfer.data import as_transfer_data
 from transfer.engine import TransferEngine
+from transfer.inputs import infer_spec, inputs_from_batch
 from transfer.methods import label, plot_style
 from transfer.options import TransferOptions, options_from
 from transfer.trajectory import Trajectory
@@ -138,7 +140,7 @@ def planted_control(
     if entry is not None:
         return {"method": method, "seed": seed, "val_acc": entry["val_acc"]}
     net = build(source.model)
-    spec = permgraph.infer(net, (data.train[0][:2],))
+    spec = infer_spec(net, inputs_from_batch(net, as_transfer_data(data).example_batch()))  # as the engine would
     perm = permgraph.random_permutation(spec, generator=torch.Generator().manual_seed(seed))
     planted = permgraph.apply(spec, perm, source.init())
     ctx.say(f"control: {method} onto a permuted copy of the source's init -> {out}")
