@@ -168,8 +168,11 @@ def match_summary(result: Mapping[str, Any], writing: float = 0.0) -> dict:
         "lsa_calls": result["lsa_calls"],
         "permutation": PERMUTATION,
         "permuted_b": PERMUTED,
-        "timings": {"spec": round(result["spec_seconds"], 3), "match": round(result["seconds"], 3),
-                    "writing": round(writing, 3)},  # fmt: skip
+        "timings": {
+            "spec": round(result["spec_seconds"], 3),
+            "match": round(result["seconds"], 3),
+            "writing": round(writing, 3),
+        },
     }
 
 
