@@ -34,6 +34,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+
 from permgraph.rules.context import RULES, Rule, op_name
 
 __all__ = ["register_rule", "registered_rule", "rule_key", "unregister_rule", "user_rules"]
@@ -64,6 +66,8 @@ def rule_key(op: Any) -> str:
         raise ValueError(f"{op!r} is not an op name: write 'namespace::op' (e.g. 'mylib::my_op') or 'aten.add'")
     if len(parts) == 3:  # namespace.op.overload: the rule covers the whole packet
         return ".".join(parts[:2])
+    if len(parts) == 1 and hasattr(torch.ops.aten, name):
+        raise ValueError(f"{op!r} names no op packet: did you mean 'aten.{name}'?")
     return name
 
 
@@ -72,8 +76,10 @@ def _describe(rule: Rule) -> str:
 
 
 def _same_function(a: Rule, b: Rule) -> bool:
-    """The same function defined again (its module imported twice, or reloaded)."""
-    return a is b or (_describe(a) == _describe(b) and getattr(a, "__module__", None) is not None)
+    """The same module-level function defined again (its module imported twice, or reloaded);
+    lambdas and nested functions share names, so only the very same object counts for them."""
+    qualname = getattr(b, "__qualname__", "<")
+    return a is b or ("<" not in qualname and _describe(a) == _describe(b) and getattr(b, "__module__", None) is not None)
 
 
 def register_rule(*ops: Any, override: bool = False) -> Callable[[Rule], Rule]:

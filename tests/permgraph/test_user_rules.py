@@ -105,7 +105,7 @@ def test_every_spelling_of_an_op_names_one_packet(name):
     assert rule_key(torch.ops.pgtest_user.soft_clip.default) == key
 
 
-@pytest.mark.parametrize("bad", ["", "my lib::op", "mylib::", 3])
+@pytest.mark.parametrize("bad", ["", "my lib::op", "mylib::", 3, "relu"])
 def test_a_name_that_is_not_an_op_is_refused(bad):
     with pytest.raises((ValueError, TypeError), match="op"):
         rule_key(bad)
@@ -138,6 +138,8 @@ def test_a_second_users_rule_for_one_op_is_refused_but_the_same_function_again_i
         permgraph.register_rule("pgtest_user::soft_clip")(elementwise)  # its module imported twice
         with pytest.raises(ValueError, match="already has your rule"):
             permgraph.register_rule("pgtest_user::soft_clip")(along_last_axis)
+        with pytest.raises(ValueError, match="already has your rule"):  # another lambda is another rule
+            permgraph.register_rule("pgtest_user::soft_clip")(lambda ctx: None)
     assert "pgtest_user.soft_clip" not in RULES
 
 
