@@ -18,6 +18,7 @@ from transfer.merge import (
     evaluate_path,
     interpolate,
     lerp,
+    match_activations,
     merge,
     reset_batchnorm,
 )
@@ -112,17 +113,34 @@ def test_conv_bn_permuted_copy_is_recovered_by_activation_matching() -> None:
     assert all(torch.equal(al.state[k], a[k]) for k in a)
 
 
-def test_heads_without_a_clean_activation_are_weight_matched_and_the_copy_is_recovered() -> None:
+def test_heads_and_their_dims_are_activation_matched_in_rounds_and_the_copy_is_recovered() -> None:
     torch.manual_seed(0)
     model = TinyAttention()
-    spec, a, b, _ = _planted(model, (torch.randint(0, 13, (2, 5)),))
+    spec, a, b, planted = _planted(model, (torch.randint(0, 13, (2, 5)),))
+    heads = [g.name for g in spec.free_groups if g.size == 2]
+    assert heads and all(not s.clean for h in heads for s in spec.group(h).activations)
+    assert any(not torch.equal(planted[h], torch.arange(2)) for h in heads)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randint(0, 13, (4, 5), generator=g), torch.randint(0, 13, (4, 5), generator=g))]
+    timings: dict = {}
+    perm, how = match_activations(model, spec, a, b, batches, timings=timings)
+    assert set(how.values()) == {"activation"} and timings["rounds"] >= 2  # clean groups, then heads and dims
+    moved = permgraph.apply(spec, perm, b)
+    assert all(torch.allclose(moved[k], a[k], atol=1e-6) for k in a)
+
+
+def test_per_block_groups_are_weight_matched_with_the_others_fixed() -> None:
+    torch.manual_seed(0)
+    model = TinyAttention()
+    x = torch.randint(0, 13, (2, 5))
+    spec = permgraph.infer(model, (x,), per_block=True)
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = dict(permgraph.apply(spec, permgraph.random_permutation(spec, torch.Generator().manual_seed(1)), a))
+    batches = [(torch.randint(0, 13, (4, 5)), torch.randint(0, 13, (4, 5)))]
     al = align_models(model, spec, a, b, method="activation", batches=batches)
-    assert "weight" in al.how.values() and "activation" in al.how.values()
-    out_a, out_b = model(batches[0][0]), _load(model, al.state)(batches[0][0])
-    torch.testing.assert_close(out_a, out_b)
-    assert all(torch.allclose(al.state[k], a[k], atol=1e-6) for k in a)
+    assert {"weight", "activation"} <= set(al.how.values())
+    assert all(al.how[g.name] == "weight" for g in spec.free_groups if g.indexed_by)
+    torch.testing.assert_close(_load(model, al.state)(x), model(x))
 
 
 def _load(model: nn.Module, state: dict) -> nn.Module:

@@ -10,14 +10,16 @@ batches of data: the correlation ``C[i, j]`` between unit ``i`` of ``reference``
 dispatches, :func:`transfer.lap.solve_lap`) per group maximising ``sum_c C[c, p[c]]``. Groups are
 independent given the data, so one pass is exact for this objective (as REPAIR does it).
 
-A group whose every value also moves another group (attention's heads and per-head dims: the
-fused attention op mixes them) has no clean correlation; per-block (``per_block=True``) groups
-neither. Those groups are weight-matched, the activation-matched ones held fixed; ``Alignment.how``
-says which group got which.
+A value that also moves another group (attention's ``(B, T, heads, dim)``) is read in later rounds,
+once that group is solved, or through a similarity that group cannot change
+(:mod:`transfer.merge.rounds`): heads and their per-head dims are activation-matched too. What no round
+reaches (per-block groups of ``infer(per_block=True)``) is weight-matched with the others held fixed;
+``Alignment.how`` says which group got which.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -27,13 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from permgraph.activations import GraphRunner, group_activations
+from permgraph.activations import GraphRunner
 from permgraph.apply import Permutation, apply, identity_permutation
-from permgraph.spec import Activation, PermSpec
+from permgraph.spec import PermSpec
 from transfer.evaluation import batch_to, model_device
 from transfer.inputs import inputs_from_batch
 from transfer.lap import solve_lap
 from transfer.matching import Matcher
+from transfer.merge.path import reiterable
+from transfer.merge.rounds import Round, next_round, round_similarities
 
 __all__ = ["Alignment", "ALIGN_METHODS", "align_models", "match_weights", "match_activations",
            "activation_correlations", "model_call"]  # fmt: skip
@@ -80,76 +84,41 @@ def match_weights(
     return Matcher(spec).add(reference, other).solve(seed=seed, restarts=restarts)
 
 
-def _clean_sites(spec: PermSpec) -> dict[str, list[Activation]]:
-    """The groups activation matching can read, with their sites (see the module docstring)."""
-    indexed = {g.indexed_by for g in spec.free_groups if g.indexed_by} | {g.name for g in spec.free_groups if g.indexed_by}
-    out = {}
-    for g in spec.free_groups:
-        sites = [a for a in g.activations if a.clean and a.index_dim is None]
-        if sites and g.name not in indexed:
-            out[g.name] = sites
-    return out
-
-
-class _Moments:
-    """Running sums for the correlation of two ``(units, samples)`` streams."""
-
-    def __init__(self, n: int):
-        self.n, self.count = n, 0
-
-    def add(self, xa: torch.Tensor, xb: torch.Tensor) -> None:
-        xa, xb = xa.double(), xb.double()
-        if self.count == 0:
-            z = torch.zeros(self.n, dtype=torch.float64, device=xa.device)
-            self.sa, self.sb, self.qa, self.qb = z.clone(), z.clone(), z.clone(), z.clone()
-            self.cross = torch.zeros(self.n, self.n, dtype=torch.float64, device=xa.device)
-        self.count += xa.shape[1]
-        self.sa += xa.sum(1)
-        self.sb += xb.sum(1)
-        self.qa += (xa * xa).sum(1)
-        self.qb += (xb * xb).sum(1)
-        self.cross += xa @ xb.T
-
-    def correlation(self) -> torch.Tensor:
-        n = max(self.count, 1)
-        ma, mb = self.sa / n, self.sb / n
-        sa = (self.qa / n - ma * ma).clamp_min(0).sqrt()
-        sb = (self.qb / n - mb * mb).clamp_min(0).sqrt()
-        cov = self.cross / n - torch.outer(ma, mb)
-        return (cov / (torch.outer(sa, sb) + 1e-12)).cpu()
-
-
-def _tap(runner: GraphRunner, spec: PermSpec, sites: dict[str, list[Activation]], batch: Any
-         ) -> dict[str, torch.Tensor]:  # fmt: skip
-    values: dict[str, torch.Tensor] = {}
-    runner.run(*model_call(runner.model, batch), lambda name, v: values.__setitem__(name, v))
-    return {g: group_activations(spec.group(g), ss, values) for g, ss in sites.items()}
-
-
 def activation_correlations(
     model: nn.Module, spec: PermSpec, reference: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor],
     batches: Iterable[Any], *, groups: Iterable[str] | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Per group (default: every group activation matching can read), the ``(n, n)`` correlation
-    of unit ``i`` of ``reference`` with unit ``j`` of ``other`` over every sample of ``batches``,
-    streamed batch by batch (one batch's activations in memory at a time)."""
-    sites = _clean_sites(spec)
-    if groups is not None:
-        sites = {g: sites[g] for g in groups}
-    if not sites:
+    """Per group with a clean activation (default: all of them), the ``(n, n)`` correlation of unit
+    ``i`` of ``reference`` with unit ``j`` of ``other`` over every sample of ``batches``, streamed
+    batch by batch (one batch's activations in memory at a time)."""
+    rnd = next_round(spec, {})
+    if rnd is None or rnd.kind != "correlation":
         raise ValueError("no group of the spec has a clean activation site to correlate")
-    runner = GraphRunner(model, {a.node for ss in sites.values() for a in ss})
-    moments = {g: _Moments(spec.group(g).size) for g in sites}
-    seen = False
-    for batch in batches:
-        rows_a = _tap(runner.load(reference), spec, sites, batch)
-        rows_b = _tap(runner.load(other), spec, sites, batch)
-        for g, m in moments.items():
-            m.add(rows_a[g], rows_b[g])
-        seen = True
-    if not seen:
-        raise ValueError("activation matching got no batches")
-    return {g: m.correlation() for g, m in moments.items()}
+    if groups is not None:
+        rnd = Round(rnd.kind, {g: rnd.sites[g] for g in groups}, {})
+    runner = GraphRunner(model, {a.node for ss in rnd.sites.values() for a in ss})
+    call = functools.partial(model_call, model)
+    return round_similarities(runner, spec, (reference, other), batches, rnd, {}, call)
+
+
+def _activation_rounds(
+    model: nn.Module, spec: PermSpec, states: tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]],
+    batches: Iterable[Any], timings: dict[str, float],
+) -> Permutation:  # fmt: skip
+    """Every group the rounds of :mod:`transfer.merge.rounds` reach, one LAP each."""
+    runner = GraphRunner(model, {a.node for g in spec.free_groups for a in g.activations})
+    call = functools.partial(model_call, model)
+    perm: Permutation = {}
+    while (rnd := next_round(spec, perm)) is not None:
+        t0 = time.perf_counter()
+        sims = round_similarities(runner, spec, states, batches, rnd, perm, call)
+        t1 = time.perf_counter()
+        for g, c in sims.items():
+            perm[g] = torch.from_numpy(np.asarray(solve_lap(c.numpy()), dtype=np.int64))
+        timings["collect"] = timings.get("collect", 0.0) + t1 - t0
+        timings["solve"] = timings.get("solve", 0.0) + time.perf_counter() - t1
+        timings["rounds"] = timings.get("rounds", 0) + 1
+    return perm
 
 
 def match_activations(
@@ -157,18 +126,15 @@ def match_activations(
     batches: Iterable[Any], *, seed: int = 0, timings: dict[str, float] | None = None,
 ) -> tuple[Permutation, dict[str, str]]:  # fmt: skip
     """Activation matching (module docstring): the permutation of ``other`` onto ``reference`` and,
-    per group, ``"activation"`` or ``"weight"`` (the groups with no clean activation, weight-matched
-    with the others fixed). ``timings`` receives ``collect`` (running the models, correlations) and
-    ``solve`` (the assignments) seconds."""
-    t0 = time.perf_counter()
+    per group, ``"activation"`` or ``"weight"`` (the groups no round reaches, weight-matched with the
+    others fixed). ``timings`` receives ``collect`` (running the models, similarities), ``solve`` (the
+    assignments) seconds and ``rounds`` (passes over the data)."""
     if not any(g.activations for g in spec.free_groups):
         raise ValueError("the spec records no activations (a spec saved before groups named them): infer it again")
-    # no group with a clean activation (a model of attention heads alone): all weight-matched below
-    corr = activation_correlations(model, spec, reference, other, batches) if _clean_sites(spec) else {}
+    times: dict[str, float] = {}
+    batches = reiterable(batches)
+    perm = _activation_rounds(model, spec, (reference, other), batches, times)
     t1 = time.perf_counter()
-    perm: Permutation = {}
-    for g, c in corr.items():
-        perm[g] = torch.from_numpy(np.asarray(solve_lap(c.numpy()), dtype=np.int64))
     how = dict.fromkeys(perm, "activation")
     rest = [g.name for g in spec.free_groups if g.name not in perm]
     if rest:
@@ -181,8 +147,9 @@ def match_activations(
         except ValueError:  # the rest touch no floating tensor both dicts hold: leave them
             perm.update({g: p for g, p in identity_permutation(sub).items() if g in rest})
         how.update(dict.fromkeys(rest, "weight"))
+    times["solve"] = times.get("solve", 0.0) + time.perf_counter() - t1  # the weight-matched rest
     if timings is not None:
-        timings["collect"], timings["solve"] = t1 - t0, time.perf_counter() - t1
+        timings.update(times)
     return perm, how
 
 
