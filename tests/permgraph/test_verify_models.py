@@ -9,6 +9,7 @@ import torch
 import torchvision
 
 import permgraph
+from tests.permgraph.rebasin_round_trip import assert_rebasin_round_trip
 from zoo.models import build, example_inputs
 
 # model id -> (free groups, permuted tensors). Derivations: ResNet-18 = 4 stage streams + 8
@@ -49,6 +50,7 @@ def check(model, args, kwargs=None, contract=(None, None)):
     if permuted is not None:
         assert len(report.permuted_params) == permuted, spec
     assert len(spec.free_groups) > 0
+    assert_rebasin_round_trip(model, spec)  # check_spec reads its to_rebasin() back exactly
     return spec, report
 
 
