@@ -159,3 +159,32 @@ def test_bad_inputs_exit_2_with_one_line(user, capsys, case: str, expected: str)
     assert len(err.splitlines()) == 1 and expected in err, err
     if case == "foreign_out":
         assert (out / "notes.txt").read_text() == "mine" and not (out / "results.json").exists()
+
+
+ZOO_MLP = "zoo:mlp?depth=2&width=16&in_features=5&num_classes=3"
+
+
+def _run_folder(path, model_id: str, state: dict) -> str:
+    from transfer.trajectory import TrajectoryWriter
+
+    with TrajectoryWriter(path, model=model_id, data="mnist", seed=0) as w:
+        w.save(state, step=0, epoch=0.0)
+        w.save(state, step=1, epoch=1.0)
+    return str(path)
+
+
+def test_run_folders_give_the_model_id_and_runs_of_two_models_are_refused(user, capsys) -> None:
+    from zoo.models import build
+
+    tmp, _, _ = user
+    torch.manual_seed(0)
+    a = _run_folder(tmp / "ra", ZOO_MLP, build(ZOO_MLP).state_dict())
+    b = _run_folder(tmp / "rb", ZOO_MLP, build(ZOO_MLP).state_dict())
+    other = ZOO_MLP.replace("width=16", "width=8")
+    c = _run_folder(tmp / "rc", other, build(other).state_dict())
+    common = ["--data", "mergeuser:data", "--batch-size", "32", "--lambdas", "3", "--no-progress"]
+    assert main(["merge", a, b, *common, "--out", str(tmp / "ok")]) == 0
+    assert json.loads((tmp / "ok" / "results.json").read_text())["model"] == ZOO_MLP
+    assert main(["merge", a, c, *common, "--out", str(tmp / "no")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different architectures" in err, err
