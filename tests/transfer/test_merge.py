@@ -258,3 +258,34 @@ def test_activation_matching_refuses_a_spec_without_activations() -> None:
         g.pop("activations", None)
     with pytest.raises(ValueError, match="infer it again"):
         align_models(model, PermSpec.from_dict(data), a, b, method="activation", batches=_batches())
+
+
+class DictModel(nn.Module):
+    """A Hugging Face-style model: called as model(**batch), targets under "labels"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc1, self.fc2 = nn.Embedding(11, 8), nn.Linear(8, 16), nn.Linear(16, 11)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.emb(input_ids)
+        if attention_mask is not None:
+            h = h * attention_mask.unsqueeze(-1)
+        return self.fc2(F.relu(self.fc1(h)))
+
+
+def test_dict_batches_are_matched_repaired_and_evaluated() -> None:
+    torch.manual_seed(0)
+    model = DictModel()
+    g = torch.Generator().manual_seed(2)
+    batches = [{"input_ids": torch.randint(0, 11, (4, 6), generator=g), "attention_mask": torch.ones(4, 6),
+                "labels": torch.randint(0, 11, (4, 6), generator=g)} for _ in range(2)]  # fmt: skip
+    spec = permgraph.infer(model, (), {"input_ids": batches[0]["input_ids"], "attention_mask": torch.ones(4, 6)})
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = dict(permgraph.apply(spec, permgraph.random_permutation(spec, torch.Generator().manual_seed(1)), a))
+    al = align_models(model, spec, a, b, method="activation", batches=batches)
+    assert all(torch.equal(al.state[k], a[k]) for k in a)
+    repair = Repair(model, spec, [a, al.state], batches)
+    assert [s.weight for s in repair.sites] == ["fc1.weight"]
+    curve = evaluate_path(model, a, al.state, batches, lambdas=3, transform=repair.at)
+    assert abs(curve.loss_barrier) < 1e-4
