@@ -197,6 +197,12 @@ def _units(m: Member) -> tuple:
     return key
 
 
+def _same_units(a: Member, b: Member) -> bool:
+    """Whether two members cut an axis into the same units; equal grids need no positions."""
+    grid = (a.axis_size, a.sizes, a.strides, a.offset, a.group_dim, a.index_dim)
+    return grid == (b.axis_size, b.sizes, b.strides, b.offset, b.group_dim, b.index_dim) or _units(a) == _units(b)
+
+
 def _index(inferred: PermSpec) -> tuple[dict[tuple[str, int], list[tuple[Group, Member]]], dict[str, list[Member]]]:
     """Every inferred member by (tensor, axis), and each group's members, tied aliases included."""
     index: dict[tuple[str, int], list[tuple[Group, Member]]] = {}
@@ -292,7 +298,7 @@ def compare(inferred: PermSpec, resolved: Resolved, shapes: Shapes) -> list[Find
         issues: list[_Issue] = []
         for h in ms + resolved.odd.get(perm, ()):
             cands = index.get((h.param, h.axis), [])
-            hit = next(((g, m) for g, m in cands if _units(m) == _units(h)), None)
+            hit = next(((g, m) for g, m in cands if _same_units(m, h)), None)
             odd = h.sizes[h.group_dim] != resolved.sizes[perm]
             issue = _member_issue(h, hit, cands, odd, h.param in used)
             if issue is not None:
