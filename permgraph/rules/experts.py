@@ -17,7 +17,7 @@ Exact ties between scores are broken by position; routers' scores are continuous
 have probability zero, and a tie between experts of zero weight changes nothing.
 
 Every reader (``aten.index`` and ``aten.index_select`` in ``slicing``, ``aten.embedding``,
-``gather`` and ``scatter`` here) calls ``pick``: tie the indexed axis to the positions' axis,
+``gather``, ``scatter`` and ``index_add`` here) calls ``pick``: tie the indexed axis to the positions' axis,
 or block it. ``topk`` followed by ``scatter`` is also how k-winners-take-all activations are
 written, whose units then stay free.
 """
@@ -80,6 +80,8 @@ def _reads_positions(user: torch.fx.Node, node: torch.fx.Node) -> bool:
         return len(used) == 1 and used[0] is node and args.get("self") is not node
     if name in ("aten.index_select", "aten.gather", "aten.scatter", "aten.scatter_add"):
         return args.get("index") is node and args.get("self") is not node and args.get("src") is not node
+    if name == "aten.index_add":
+        return args.get("index") is node and args.get("self") is not node and args.get("source") is not node
     if name == "aten.embedding":
         return args.get("indices") is node and args.get("weight") is not node
     return name == "aten.one_hot" and args.get("self") is node

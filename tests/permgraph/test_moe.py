@@ -324,3 +324,13 @@ def test_scatter_rules_pass_the_rule_check():
     assert permgraph.assert_rule_sound(lambda a, i, s: a.scatter(1, i, s), (x, index, src)).free_sizes == (3,)
     assert permgraph.assert_rule_sound(lambda a, i, s: a.scatter_add(1, i, s), (x, index, src)).free_sizes == (2, 3)
     assert permgraph.assert_rule_sound(lambda a, i: a.scatter(1, i, 2.0), (x, index)).free_sizes == (3,)
+
+
+def test_index_add_into_the_chosen_experts_slots_passes_the_rule_check():
+    scores, load = torch.randn(T, E, dtype=torch.float64), torch.randn(E, H, dtype=torch.float64)
+    per_token = torch.randn(T, H, dtype=torch.float64)
+    report = permgraph.assert_rule_sound(lambda s, acc, v: acc.index_add(0, s.argmax(-1), v), (scores, load, per_token))
+    assert report.free_sizes == (H, T)  # argmax's indices are numbers: the experts axis is blocked; tokens add up
+    routed = permgraph.assert_rule_sound(lambda s, acc, v: acc.index_add(0, s.topk(1, -1).indices.flatten(), v),
+                                         (scores, load, per_token))
+    assert routed.free_sizes == (E, H, T)  # topk's are positions: the slots move with the scores' axis
