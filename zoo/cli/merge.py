@@ -352,7 +352,8 @@ def run_merge(args: argparse.Namespace) -> int:
                "spec": setup["spec"].summary(), "barrier": "max over lambda of L - (L(0) + L(1)) / 2 (Git Re-Basin)",
                "curves": {k: c.to_dict() for k, c in curves.items()}, "merged": scores, "timings": timings}  # fmt: skip
     atomic_write_json(out / "results.json", results)
-    _plot(curves, out / "merge.png", f"{args.models[0]} ↔ {args.models[1]}   ({setup['model_id']}, --align {args.align})")
+    names = " ↔ ".join(Path(m).name for m in args.models[:2])
+    _plot(curves, out / "merge.png", f"{names}   ({setup['model_id']}, --align {args.align})")
     print(f"merged {len(args.models)} models ({setup['spec'].summary()})   -> {out}/results.json")
     for name, c in curves.items():
         print(f"  {name:15s} loss barrier {c.loss_barrier:8.4f}   acc barrier {100 * c.acc_barrier:6.2f} pts   "
