@@ -26,7 +26,6 @@ from permgraph.rules import (  # noqa: F401  (imported for their @register side 
     conv,
     embedding,
     experts,
-    experts,
     factories,
     norms,
     ordering,
@@ -51,7 +50,6 @@ from permgraph.rules.context import (
     register,
     rule_for,
 )
-from permgraph.rules.public import register_rule, registered_rule, rule_key, unregister_rule, user_rules
 from permgraph.rules.public import register_rule, registered_rule, rule_key, unregister_rule, user_rules
 
 __all__ = [
