@@ -111,7 +111,7 @@ def test_pretrained(root):
     assert set(out["finetune"]["curves"]) == {"standard", "fgmt"}
 
 
-@pytest.mark.parametrize("name", ["resnet_pretrained", "gpt_pretrained", "vit_pretrained"])
+@pytest.mark.parametrize("name", ["resnet_pretrained", "gpt_pretrained", "vit_pretrained", "bert_pretrained"])
 def test_pretrained_pairs_write_the_published_schema(root, name):
     """pairs; per method its best transferred accuracy per pair; per fine-tuning arm epoch 1 and final."""
     out = run_tiny(root, name)

@@ -11,7 +11,7 @@ import torch
 from zoo.data.splits import DataSplits
 from zoo.errors import ZooError
 
-__all__ = ["TEXT_FILES", "load_text", "load_text_docs", "load_synthetic"]
+__all__ = ["TEXT_FILES", "stdlib_sources", "stdlib_corpus", "docs_corpus", "load_text", "load_text_docs", "load_synthetic"]
 
 
 # A fixed list of standard-library sources present in Python 3.10-3.13 (missing ones are skipped).
@@ -51,24 +51,27 @@ TEXT_FILES = (
 )
 
 
-def _text_corpus(max_chars: int | None = None) -> tuple[str, list[str]]:
+def stdlib_sources() -> dict[str, str]:
+    """The ASCII text of each file of :data:`TEXT_FILES` found in the running Python's standard library."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    parts, used = [], []
+    found = {}
     for rel in TEXT_FILES:
         p = stdlib / rel
         if p.exists():
-            text = p.read_text(encoding="utf-8", errors="ignore")
-            parts.append("".join(ch for ch in text if ord(ch) < 128))
-            used.append(rel)
-    if not parts:
-        raise ZooError(
-            f"no Python standard-library sources found under {stdlib}; the text dataset needs them"
-        )
-    corpus = "\n".join(parts)
-    return (corpus[:max_chars] if max_chars else corpus), used
+            found[rel] = "".join(ch for ch in p.read_text(encoding="utf-8", errors="ignore") if ord(ch) < 128)
+    if not found:
+        raise ZooError(f"no Python standard-library sources found under {stdlib}; the text datasets need them")
+    return found
 
 
-def _docs_corpus(max_chars: int | None = None) -> tuple[str, list[str]]:
+def stdlib_corpus(max_chars: int | None = None) -> tuple[str, list[str]]:
+    """The sources of :func:`stdlib_sources` joined by newlines, and the files used."""
+    sources = stdlib_sources()
+    corpus = "\n".join(sources.values())
+    return (corpus[:max_chars] if max_chars else corpus), list(sources)
+
+
+def docs_corpus(max_chars: int | None = None) -> tuple[str, list[str]]:
     """English prose: the Python documentation's topic pages that ship with the standard library
     (``pydoc_data.topics``, about 460k characters), ASCII only."""
     try:
@@ -95,14 +98,14 @@ def _windows(name: str, corpus: str, block_size: int, source: str) -> DataSplits
 def load_text(
     root: Path | None, split: str, *, block_size: int = 64, max_chars: int | None = None
 ) -> DataSplits:
-    corpus, used = _text_corpus(max_chars)
+    corpus, used = stdlib_corpus(max_chars)
     return _windows("text", corpus, block_size, f"{len(used)} stdlib files, {len(corpus)} chars")
 
 
 def load_text_docs(
     root: Path | None, split: str, *, block_size: int = 64, max_chars: int | None = None
 ) -> DataSplits:
-    corpus, _ = _docs_corpus(max_chars)
+    corpus, _ = docs_corpus(max_chars)
     return _windows("text-docs", corpus, block_size, f"pydoc_data.topics, {len(corpus)} chars")
 
 
