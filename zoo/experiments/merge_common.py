@@ -237,4 +237,5 @@ def curves_figure(blocks: Mapping[str, Mapping[str, Any]], repair_label: str = "
             ax.grid(alpha=0.3)
             ax.set_title(title, fontsize=9)
         row[1].legend(fontsize=7)
+    fig.tight_layout()
     return fig
