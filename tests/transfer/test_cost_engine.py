@@ -13,6 +13,7 @@ from test_methods import MLP, record, run, run_interrupted, tiny_data
 import permgraph
 import transfer.lap as lap
 from transfer.engine import PHASES, TransferEngine, process_age
+from transfer.files import FolderError
 from transfer.options import TransferOptions
 from transfer.trajectory import Trajectory
 from zoo.models import build
@@ -64,12 +65,16 @@ def test_no_trajectory_writes_the_results_and_the_resume_state_only(tmp_path, ru
     assert "write_trajectory" not in json.loads((tmp_path / "lean" / "results.json").read_text())["setting"]
 
 
-def test_no_trajectory_leaves_a_foreign_method_folder_alone(tmp_path, runs):
+def test_a_foreign_method_folder_is_refused_and_left_alone(tmp_path, runs):
+    """A method-named folder holding the user's own file is not ours: refused, even with --no-trajectory,
+    and nothing of it is touched or added beside it."""
     data, src, init = runs
     (tmp_path / "out" / "fgmt").mkdir(parents=True)
     (tmp_path / "out" / "fgmt" / "notes.txt").write_text("mine")
-    run("fgmt", src, init, data, tmp_path / "out", write_trajectory=False)
+    with pytest.raises(FolderError, match="did not write"):
+        run("fgmt", src, init, data, tmp_path / "out", write_trajectory=False)
     assert (tmp_path / "out" / "fgmt" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fgmt"]
 
 
 def test_the_spec_is_traced_once_then_read_back(tmp_path, runs, monkeypatch):

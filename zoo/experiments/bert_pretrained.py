@@ -14,6 +14,9 @@ Every training of the page is the ``Trainer``'s; every transfer is the command l
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -147,13 +150,14 @@ class BertPretrained(PretrainedPairs):
         return run
 
     def _cli(self, ctx: Context, *argv: str) -> None:
-        from zoo.cli.transfer import main
-
-        ctx.say("transfer " + " ".join(argv))
+        """``transfer ARGV`` as a user runs it: its own process, this process's thread count."""
         quiet = argv[0] == "run" and not ctx.progress
-        code = main([*argv, "--device", ctx.device, *(["--no-progress"] if quiet else [])])
-        if code != 0:
-            raise RuntimeError(f"transfer {argv[0]} exited {code}")
+        command = [sys.executable, "-m", "zoo.cli.transfer", *argv, "--device", ctx.device, *(["--no-progress"] * quiet)]
+        ctx.say("transfer " + " ".join(argv))
+        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        done = subprocess.run(command, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"transfer {argv[0]} exited {done.returncode}")
 
     def _pair(self, ctx: Context, seeds: tuple[int, int], heads: tuple[int, int]) -> dict[str, Any]:
         cfg, tr = ctx.config, ctx.config["transfer"]
