@@ -72,13 +72,16 @@ class CheckReport:
 
     @property
     def errors(self) -> list[Finding]:
+        """The findings that make the spec unsound."""
         return [f for f in self.findings if f.kind.is_error]
 
     @property
     def notes(self) -> list[Finding]:
+        """The findings about symmetry the spec leaves unused (it is still sound)."""
         return [f for f in self.findings if not f.kind.is_error]
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data: kinds by name, ``"inf"`` where a change is infinite."""
         data = asdict(self)
         data["findings"] = [f.to_dict() for f in self.findings]
         data["together"] = json_float(self.together)
@@ -87,6 +90,7 @@ class CheckReport:
         return data
 
     def to_json(self, indent: int | None = 1) -> str:
+        """The report as JSON text (``permgraph check --format json``)."""
         return json.dumps(self.to_dict(), indent=indent)
 
     def __str__(self) -> str:

@@ -55,6 +55,7 @@ class HandAxis:
     grid: Member | None = None
 
     def describe(self) -> str:
+        """``"name axis k"``, with the structure when it is not the whole axis."""
         return f"{self.param} axis {self.axis}" + (f" ({self.grid.structure})" if self.grid else "")
 
 
@@ -66,6 +67,7 @@ class DuplicateKey:
     lines: tuple[int, ...]
 
     def describe(self) -> str:
+        """What was repeated, and where."""
         return (f"key {self.key!r} appears {len(self.lines)} times (lines "
                 f"{', '.join(map(str, self.lines))}); a JSON reader keeps only the last one")  # fmt: skip
 

@@ -53,6 +53,7 @@ class FindingKind(str, Enum):
 
     @property
     def is_error(self) -> bool:
+        """Whether a finding of this kind makes the spec unsound (the others are notes)."""
         return self not in (FindingKind.UNUSED_AXIS, FindingKind.TIES_INDEPENDENT, FindingKind.MISSING_SYMMETRY)
 
 
@@ -70,9 +71,11 @@ class Finding:
 
     @property
     def severity(self) -> str:
+        """``"error"`` (unsound) or ``"note"`` (sound, symmetry left unused)."""
         return "error" if self.kind.is_error else "note"
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data: the kind by name and by label."""
         return {"kind": self.kind.name.lower(), "label": self.kind.value, "severity": self.severity,
                 "perm": self.perm, "members": list(self.members), "message": self.message,
                 "change": json_float(self.change)}  # fmt: skip
