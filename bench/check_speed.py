@@ -41,7 +41,7 @@ def child(name: str) -> None:
     import torchvision
 
     import permgraph
-    from permgraph.verify import output_check
+    from permgraph.testbench import output_check
 
     torch.set_num_threads(1)
     tiny = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))

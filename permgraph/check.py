@@ -37,7 +37,7 @@ from permgraph.handspec import HandSpec, read_hand_spec
 from permgraph.handstructure import Finding, FindingKind, Resolved, compare, json_float, resolve, where
 from permgraph.infer import infer
 from permgraph.spec import Group, PermSpec
-from permgraph.verify import OutputCheck, output_check
+from permgraph.testbench import OutputCheck, output_check
 
 __all__ = ["CheckReport", "Finding", "FindingKind", "PermResult", "check_spec"]
 
