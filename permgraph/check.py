@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from permgraph.apply import apply
 from permgraph.handspec import HandSpec, read_hand_spec
@@ -132,6 +133,7 @@ def check_spec(
     trials: int = 3,
     inferred: PermSpec | None = None,
     outputs: tuple[str, ...] | None = None,
+    progress: bool = False,
 ) -> CheckReport:
     """Judge a hand-written ``spec`` of ``model`` (any form ``permgraph.handspec`` reads).
 
@@ -140,7 +142,7 @@ def check_spec(
     with all of them together. A hand spec with permutations indexed per head is compared with
     the per-block spec (``infer(..., per_block=True)``), any other with the default one.
     ``outputs``: preserve only these model outputs (as ``infer(outputs=...)``); with ``inferred``
-    given, its own ``outputs`` count."""
+    given, its own ``outputs`` count. ``progress``: a progress bar over the permutations (stderr)."""
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer (got {trials!r})")
     hand = read_hand_spec(spec)
@@ -152,7 +154,7 @@ def check_spec(
     structure = compare(inferred, resolved, shapes)
     check = output_check(model, example_args, example_kwargs, outputs=inferred.outputs)
     hand_spec = _as_permspec(hand, resolved.members, resolved.sizes, shapes)
-    results, changes = _alone(check, hand_spec, hand)
+    results, changes = _alone(check, hand_spec, hand, progress)
     together = _together(check, hand_spec, trials)
     findings = list(resolved.findings) + _with_changes(structure, changes, check, resolved)
     for name, change in changes.items():
@@ -193,11 +195,13 @@ def _only(spec: PermSpec, name: str) -> PermSpec:
     return replace(spec, groups=tuple(g for g in spec.groups if g.name in keep))
 
 
-def _alone(check: OutputCheck, spec: PermSpec, hand: HandSpec) -> tuple[list[PermResult], dict[str, float]]:
+def _alone(check: OutputCheck, spec: PermSpec, hand: HandSpec,
+           progress: bool) -> tuple[list[PermResult], dict[str, float]]:
     """Each hand permutation applied alone: one forward each."""
     results, changes = [], {}
     by_name = {g.name: g for g in spec.groups}
-    for name, axes in hand.perms.items():
+    for name, axes in tqdm(hand.perms.items(), desc="check_spec: each permutation alone", unit="perm",
+                           disable=not progress, leave=False):  # fmt: skip
         g = by_name.get(name)
         if g is None or not g.is_free:
             results.append(PermResult(name, g.size if g else 0, len({a.param for a in axes}), None, None))

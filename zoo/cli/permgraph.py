@@ -220,7 +220,8 @@ def _check(args: argparse.Namespace) -> int:
     model, ex_args, ex_kwargs = _load(args.model, args.input, args.seed)
     args.per_block = args.per_block or bool(hand.indexed_by)  # per-head permutations: compare per block
     inferred = _infer(args, model, ex_args, ex_kwargs)
-    report = permgraph.check_spec(model, hand, ex_args, ex_kwargs, trials=args.trials, inferred=inferred)
+    report = permgraph.check_spec(model, hand, ex_args, ex_kwargs, trials=args.trials, inferred=inferred,
+                                  progress=sys.stderr.isatty())
     print(report.to_json() if args.format == "json" else report)
     return 0 if report.ok else 1
 
