@@ -449,6 +449,17 @@ def _fmt(r: dict) -> str:
     return f"{r['cpu']:.2f}{mark}"
 
 
+def _warm_table(data: dict) -> list[str]:
+    lines = ["| solver | CPU s per solve (1..5 pairs) | total | rounds | first-round violations | same as scipy |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in data.items():
+        same = "all" if r["same_as_scipy"] and all(r["same_as_scipy"]) else str(r["same_as_scipy"] or "-")
+        lines.append(f"| {name} | {' / '.join(f'{x:.2f}' for x in r['cpu_s'])} | {r['total_cpu_s']:.2f} | "
+                     f"{' / '.join(map(str, r['rounds'])) or '-'} | "
+                     f"{' / '.join(map(str, r['first_round_violations'])) or '-'} | {same} |")  # fmt: skip
+    return lines
+
+
 def render(results: dict) -> str:
     lines = [
         "# LAP solvers and the matcher, on transfer's own matrices",
@@ -479,7 +490,8 @@ def render(results: dict) -> str:
         sec = results.get(key)
         if sec:
             lines += [f"## {sec['title']}", "", f"`{sec['command']}` on {sec['date']}, load average {sec['load_avg']}.", ""]
-            lines += ["```json", json.dumps(sec["data"], indent=1), "```", "", sec.get("reading", ""), ""]
+            lines += _warm_table(sec["data"]) if key == "warm" else ["```json", json.dumps(sec["data"], indent=1), "```"]
+            lines += ["", sec.get("reading", ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -22,8 +22,9 @@ every entry. For any permutation ``q``,
    rounding cannot make a cycle of tied assignments look negative.
 4. **Check** every entry of the dense matrix: ``a - u - v <= tol`` (``tol = 4 * delta``). If none
    violates, the sparse optimum is the dense optimum within ``n * tol`` (about ``4e-9 * span`` at
-   n = 4096, far below the auction's ``n * 1e-9 * span``). Otherwise each row's and each column's
-   ``repair_k`` most violating entries join the core and the loop solves again.
+   n = 4096, far below the auction's ``n * 1e-9 * span``). Otherwise the violators (when there are
+   at most ``2 n`` of them) and each violating row's and column's ``repair_k`` most violating
+   entries join the core, and the loop solves again.
 
 A core whose sparse optimum the Bellman-Ford cannot certify (a negative cycle: the library's answer
 was not optimal on the core) raises :class:`CoreFailure`; the caller falls back to a dense solver.
@@ -190,7 +191,8 @@ def certified_solve(
             break
         if cert.rounds >= max_rounds:
             raise CoreFailure(f"not certified after {max_rounds} rounds (max violation {worst / span:.3g} of the span)")
-        lin = np.union1d(lin, np.concatenate([bad, _repair(ta, u, v, bad, repair_k)]))
+        extra = _repair(ta, u, v, bad, repair_k)  # many violators (a poor first core): their rows' and columns' best
+        lin = np.union1d(lin, extra if len(bad) > 2 * n else np.concatenate([bad, extra]))
     cert.gap_bound = n * max(0.0, worst)
     return CertifiedSolution(p, u, v, cert)
 
