@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from transfer.schedules import SCHEDULES, Schedule
+
 __all__ = ["OptionsError", "TransferOptions", "options_from", "check_positive_int", "check_finite"]
 
 T = TypeVar("T")
-
-SCHEDULES = ("uniform", "cosine")
 
 
 class OptionsError(ValueError):
@@ -84,7 +84,7 @@ class TransferOptions:
     """
 
     T: int = 5
-    schedule: str = "uniform"
+    schedule: Schedule = "uniform"
     linear: bool = True
     grad_batches: int = 20
     batch_size: int = 128
@@ -108,7 +108,7 @@ class TransferOptions:
     def __post_init__(self) -> None:
         check_positive_int("T", self.T)
         if self.schedule not in SCHEDULES:
-            raise OptionsError(f"unknown schedule {self.schedule!r}; use uniform or cosine")
+            raise OptionsError(f"unknown schedule {self.schedule!r}; use {' or '.join(SCHEDULES)}")
         for name in ("grad_batches", "batch_size", "eval_batch_size"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("bn_batches", self.bn_batches, minimum=0)

@@ -24,6 +24,8 @@ import torch
 
 from transfer.distributed import default_device
 from transfer.methods import get_method, method_names
+from transfer.options import TransferOptions
+from transfer.schedules import SCHEDULES
 from zoo.cli.common import add_common_flags, run_command, share_common_flags
 from zoo.cli.merge import add_merge_parser, run_merge
 from zoo.cli.zoo import add_recipe_flags, recipe_from
@@ -93,6 +95,16 @@ def _inputs_for(args: argparse.Namespace):
     return inputs_from_shapes(args.input) if args.input else None
 
 
+# every default of a `transfer run` flag is the option's own (tests/zoo/test_cli_defaults.py checks them)
+DEFAULTS = TransferOptions()
+
+
+def _add_gradient_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grad-batches", type=int, default=DEFAULTS.grad_batches,
+                   help=f"minibatches per gradient (default {DEFAULTS.grad_batches})")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="transfer a source trajectory onto a target init")
     r.add_argument("--method", type=_methods, required=True, help=_method_help())
@@ -102,19 +114,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_data_flags(r)
     _add_input_flag(r)
     r.add_argument("--target", default=None, help="the real target run (oracle only)")
-    r.add_argument("--T", type=int, default=5, help="transfer steps (default 5)")
-    r.add_argument("--schedule", choices=("uniform", "cosine"), default="uniform")
+    r.add_argument("--T", type=int, default=DEFAULTS.T, help=f"transfer steps (default {DEFAULTS.T})")
+    r.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule)
     mode = r.add_mutually_exclusive_group()
-    mode.add_argument("--linear", dest="linear", action="store_true", default=True,
+    mode.add_argument("--linear", dest="linear", action="store_true", default=DEFAULTS.linear,
                       help="linear trajectory from init and final (default)")  # fmt: skip
     mode.add_argument("--actual", dest="linear", action="store_false", help="the recorded checkpoints")
-    r.add_argument("--grad-batches", type=int, default=20, help="minibatches per gradient (default 20)")
-    r.add_argument("--batch-size", type=int, default=128)
-    r.add_argument("--bn-batches", type=int, default=20, help="batches to re-estimate BatchNorm stats")
-    r.add_argument("--seed", type=int, default=0, help="seeds the gradient minibatches and the solver")
-    r.add_argument("--restarts", type=int, default=0, help="extra random starts of the matcher")
-    r.add_argument("--fgmt-decay", type=float, default=1.0, help="FGMT: weight of the pair of step j at step t: d**(t-j)")
-    r.add_argument("--fgmt-refresh", type=int, default=0, help="FGMT: recompute the last R pairs under the latest pi")
+    _add_gradient_flags(r)
+    r.add_argument("--bn-batches", type=int, default=DEFAULTS.bn_batches, help="batches to re-estimate BatchNorm stats")
+    r.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds the gradient minibatches and the solver")
+    r.add_argument("--restarts", type=int, default=DEFAULTS.restarts, help="extra random starts of the matcher")
+    r.add_argument("--fgmt-decay", type=float, default=DEFAULTS.fgmt_decay,
+                   help="FGMT: weight of the pair of step j at step t: d**(t-j)")  # fmt: skip
+    r.add_argument("--fgmt-refresh", type=int, default=DEFAULTS.fgmt_refresh,
+                   help="FGMT: recompute the last R pairs under the latest pi")  # fmt: skip
     r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     r.add_argument("--amp", action="store_true", help="gradients under bf16 autocast")
     r.add_argument("--allow-incomplete", action="store_true", help="transfer from a source whose training has not finished")
@@ -144,9 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flag(d)
     _add_data_flags(d)
     _add_input_flag(d)
-    d.add_argument("--grad-batches", type=int, default=20, help="minibatches per gradient (default 20)")
-    d.add_argument("--batch-size", type=int, default=128)
-    d.add_argument("--seed", type=int, default=0)
+    _add_gradient_flags(d)
+    d.add_argument("--seed", type=int, default=DEFAULTS.seed)
     d.add_argument("--device", default="auto")
     d.add_argument("--png", default=None, help="also draw the per-layer ratios and the cosines here")
     d.add_argument("--json", dest="json_out", default=None, help="also write the measurements as JSON here")

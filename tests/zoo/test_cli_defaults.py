@@ -1,0 +1,38 @@
+"""The command line restates no default: a bare `transfer run` gives the options' own values, and the
+experiments' pool records exactly the options that decide the numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from transfer.options import TransferOptions
+from transfer.schedules import SCHEDULES, Schedule
+from zoo.cli import transfer as cli
+
+# how a flag differs from the option on purpose: the device is resolved ("auto") by the command line
+RESOLVED_BY_THE_COMMAND_LINE = {"device"}
+
+
+def test_a_bare_transfer_run_takes_every_default_from_the_options():
+    args = cli.build_parser().parse_args(["run", "--method", "gmt", "--source", "s", "--target-init", "1"])
+    built = cli._options(args)
+    defaults = TransferOptions()
+    differ = {f.name for f in dataclasses.fields(TransferOptions) if getattr(built, f.name) != getattr(defaults, f.name)}
+    assert differ <= RESOLVED_BY_THE_COMMAND_LINE, differ
+
+
+def test_a_changed_option_default_reaches_the_flags(monkeypatch):
+    monkeypatch.setattr(cli, "DEFAULTS", TransferOptions(T=7, grad_batches=3, schedule="cosine"))
+    args = cli.build_parser().parse_args(["run", "--method", "gmt", "--source", "s", "--target-init", "1"])
+    assert (args.T, args.grad_batches, args.schedule) == (7, 3, "cosine")
+
+
+def test_the_schedules_are_one_literal():
+    assert SCHEDULES == typing.get_args(Schedule) == ("uniform", "cosine")
+    hints = typing.get_type_hints(TransferOptions)
+    assert hints["schedule"] == Schedule
+    with pytest.raises(ValueError, match="uniform or cosine"):
+        TransferOptions(schedule="linear")
