@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from permgraph.apply import apply, identity_permutation
 from permgraph.spec import PermSpec
-from transfer.checks import check_finite
-from transfer.engine import _check_same_architecture, open_trajectory, state_sha
+from transfer.checks import check_finite, check_same_architecture
 from transfer.files import MARKER, atomic_write_bytes, atomic_write_json, output_folder, refuse_inputs_inside
+from transfer.identity import open_trajectory, state_sha
 from transfer.inputs import ModelInputs, infer_spec
 from transfer.matching import Matcher, permuted_distance
 from transfer.results import TransferError
@@ -63,8 +63,8 @@ def align(
     or a tuple of positional inputs). ``model_name``: how messages name ``model`` (e.g. ``"--model ID"``)."""
     ta, tb = open_trajectory(a, "run A"), open_trajectory(b, "run B")
     sa, sb = ta.final(), tb.final()  # one architecture: both must fit ``model`` (ids may be spelt differently)
-    _check_same_architecture(model.state_dict(), sa, f"run A ({ta.path})", model_name)
-    _check_same_architecture(model.state_dict(), sb, f"run B ({tb.path})", model_name)
+    check_same_architecture(model.state_dict(), sa, f"run A ({ta.path})", model_name)
+    check_same_architecture(model.state_dict(), sb, f"run B ({tb.path})", model_name)
     check_finite(sa, f"run A's final checkpoint ({ta.path})")
     check_finite(sb, f"run B's final checkpoint ({tb.path})")
     t0 = time.perf_counter()

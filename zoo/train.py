@@ -38,9 +38,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from transfer.data import DatasetData
-from transfer.engine import state_sha
 from transfer.evaluation import batch_to, call_model, default_loss, evaluate, evaluate_batches, logits_of
 from transfer.files import MARKER, atomic_write_json, output_folder
+from transfer.identity import state_sha
 from transfer.inputs import check_call, inputs_from_batch
 from transfer.options import OptionsError, check_finite, check_positive_int, options_from
 from transfer.trajectory import Trajectory, TrajectoryWriter

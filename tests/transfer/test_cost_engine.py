@@ -124,10 +124,10 @@ def test_a_resumed_run_restores_the_warm_starts(tmp_path, runs, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a damaged warm file is only a lost start: the run goes on
     (tmp_path / "cut" / ".state" / "fgmt" / "warm_0002.safetensors").write_bytes(b"junk")
-    from transfer.engine import _TimedStore
+    from transfer.phases import TimedStore
 
-    assert _TimedStore(tmp_path / "cut" / ".state" / "fgmt").load_warm(2) == {}
-    loaded = _TimedStore(tmp_path / "full" / ".state" / "fgmt").load_warm(3)
+    assert TimedStore(tmp_path / "cut" / ".state" / "fgmt").load_warm(2) == {}
+    loaded = TimedStore(tmp_path / "full" / ".state" / "fgmt").load_warm(3)
     assert set(loaded) == {"fc1.out"} and loaded["fc1.out"].fits(12)
 
 

@@ -1,0 +1,149 @@
+"""The steps 0..T of one method: resume from the store, choose pi_t, evaluate, commit each step."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from transfer import distributed as dist
+from transfer.context import TransferContext
+from transfer.lap import LapProofs, LapWarm
+from transfer.matching import Matcher
+from transfer.methods import TransferMethod
+from transfer.outputs import remove_state_if_alone
+from transfer.pairs import PairSource
+from transfer.phases import add_phases, counters, loop_phases
+from transfer.trajectory import TrajectoryError
+
+__all__ = ["Loop", "RunContext", "new_record"]
+
+log = logging.getLogger("transfer.engine")
+
+State = dict[str, torch.Tensor]
+Callback = Callable[[int, dict], None]
+
+
+class Loop:
+    """Steps 0..T of one method: resume, choose pi_t, evaluate, commit."""
+
+    def __init__(self, method: TransferMethod, setting: dict, out: Path | None) -> None:
+        self.method, self.ctx, self.setting, self.out = method, method.ctx, setting, out
+        self.ready_at = time.perf_counter()  # when the first step starts (inputs and resume state read)
+
+    def run(self, callback: Callback | None) -> dict:
+        store = self.ctx.store
+        record = dist.broadcast_object(store.load_record(self.setting) if dist.is_main() else None)
+        fresh = record is None
+        if record is None:
+            record = new_record(self.setting)
+        else:
+            log.info("resuming %s after step %d", self.setting["method"], record["done"])
+        record["phases"] = loop_phases(record.get("phases"))
+        try:
+            self._steps(record, callback)
+        except (ValueError, FloatingPointError, TrajectoryError):
+            # deterministic failures: a rerun would fail the same way, so leave nothing behind
+            if fresh:
+                store.discard()
+                if self.out is not None:
+                    remove_state_if_alone(self.out / ".state")
+            raise
+        return record
+
+    def _steps(self, record: dict, callback: Callback | None) -> None:
+        ctx, T, done = self.ctx, self.ctx.options.T, record["done"]
+        perms = {t: ctx.store.load_perm(t) for t in range(done + 1)} if dist.is_main() else {}
+        perms = dist.broadcast_object(perms)
+        if not dist.is_main():
+            ctx.store.prime(perms)
+        if done >= 0:
+            ctx.lap_warm.update(ctx.store.load_warm(done))
+        self.method.resume(done)
+        show = ctx.options.progress and dist.is_main()
+        bar = tqdm(total=T + 1, initial=done + 1, desc=self.setting["method"], disable=not show, leave=False)
+        self.ready_at = time.perf_counter()
+        for t in range(done + 1, T + 1):
+            c0, t0, solve0 = counters(ctx), time.perf_counter(), ctx.solve_seconds
+            perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
+            ctx.store.save_perm(t, perm)
+            ctx.store.save_warm(t, ctx.lap_warm)
+            perms[t] = perm
+            step = time.perf_counter() - t0
+            record["seconds"] += step
+            c1, t1 = counters(ctx), time.perf_counter()
+            loss, acc = self._evaluate(t, ctx.theta2(perm, t))
+            evaluation = time.perf_counter() - t1
+            record["eval_seconds"] += evaluation
+            add_phases(record["phases"], (step, evaluation), (c0, c1, counters(ctx)))
+            commit_step(record, t, T, loss, acc, ctx)
+            c3 = counters(ctx)
+            ctx.store.commit(record)
+            record["phases"]["state"] += counters(ctx)[2] - c3[2]  # the commit's own time: in the next commit
+            bar.update(1)
+            bar.set_postfix(val_acc=f"{acc:.4f}", solve=f"{ctx.solve_seconds - solve0:.1f}s")
+            if callback is not None:
+                callback(t, dict(record))
+        bar.close()
+
+    def _evaluate(self, t: int, theta: State) -> tuple[float, float]:
+        """Val (loss, acc) of step t after BatchNorm re-estimation; the re-estimated statistics go
+        to the store so the saved trajectory reuses them instead of recomputing."""
+        sg = self.ctx.gradients
+        if sg.bn:
+            theta = sg.reestimate_bn(theta)
+            self.ctx.store.save_bn(t, {k: theta[k] for k in bn_keys(self.ctx)})
+        return sg.evaluate(theta, reestimate=False)
+
+
+def new_record(setting: Mapping[str, Any]) -> dict:
+    return {
+        "setting": dict(setting),
+        "done": -1,
+        "val_acc": [],
+        "val_loss": [],
+        "seconds": 0.0,
+        "eval_seconds": 0.0,
+        "lsa_calls": 0,
+        "lsa_seconds": 0.0,
+        "complete": False,
+    }
+
+
+def commit_step(record: dict, t: int, T: int, loss: float, acc: float, ctx: TransferContext) -> None:
+    record["val_loss"].append(loss)
+    record["val_acc"].append(acc)
+    record["lsa_calls"] += ctx.totals.lsa_calls
+    record["lsa_seconds"] += ctx.totals.lsa_seconds
+    record["lap_proofs"] = LapProofs.from_json(record.get("lap_proofs")).merge(ctx.totals.proofs).to_json()
+    ctx.totals.lsa_calls, ctx.totals.lsa_seconds, ctx.totals.proofs = 0, 0.0, LapProofs()
+    record["done"] = t
+    record["complete"] = t == T
+
+
+def bn_keys(ctx: TransferContext) -> list[str]:
+    sg = ctx.gradients
+    prefixes = {name for name, m in sg.model.named_modules() if m in sg.bn}
+    return [k for k in ctx.theta2_0 if k.rsplit(".", 1)[0] in prefixes and k not in ctx.param_keys]
+
+
+@dataclass
+class RunContext(TransferContext):
+    """The context of one run: its matchers share ``lap_warm``, so each step's solve of a group starts
+    from the previous step's (the auction from its prices: :class:`transfer.lap.LapWarm`). It is
+    saved with every step and read back on resume, so a resumed run takes the uninterrupted run's
+    path."""
+
+    lap_warm: dict[str, LapWarm] = field(default_factory=dict)
+
+    def new_matcher(self, pairs: PairSource | None = None) -> Matcher:
+        matcher = super().new_matcher(pairs=pairs)
+        if isinstance(matcher, Matcher):
+            matcher.warm = self.lap_warm
+        return matcher
