@@ -9,6 +9,7 @@ config says the same thing the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -20,6 +21,7 @@ import torch
 
 from transfer.engine import TransferEngine
 from transfer.options import TransferOptions, options_from
+from transfer.results import load_results
 from transfer.trajectory import Trajectory
 from zoo.data import DataSplits
 from zoo.experiments.context import Context
@@ -28,10 +30,6 @@ from zoo.models import build, parse_model_id
 from zoo.train import TrainControl, TrainRecipe, train
 
 __all__ = ["settings_key", "pool_folder", "run_folder", "ensure_run", "transfer_methods", "train_from"]
-
-# what decides a stored transfer's numbers, besides its source, target init and data
-_TRANSFER_KEYS = ("T", "schedule", "linear", "grad_batches", "batch_size", "seed")
-
 
 def settings_key(*parts: Any) -> str:
     """A short stable hash of settings: folder names that change whenever a setting does.
@@ -101,17 +99,17 @@ def transfer_methods(
     kw = dict(options)
     if out is None:
         out = pool_folder(ctx, "transfer", str(source.path), str(target.path), None, data.name, kw)
-    existing = _read_json(out / "results.json") or {}
+    existing = load_results(out) or {}
     options_ = options_from(TransferOptions, {**kw, "progress": ctx.progress, "device": ctx.device}, "the transfer options")
     engine = TransferEngine(build(source.model), data, options_)
     results: dict[str, dict] = {}
     for m in methods:
         prev = existing.get("methods", {}).get(m)
-        reusable = prev is not None and len(prev["t"]) == kw.get("T", 5) + 1
-        if reusable and _same_transfer(existing["setting"], source, target, data, kw):
+        reusable = prev is not None and len(prev["val_acc"]) == options_.T + 1
+        if reusable and _same_transfer(existing["setting"], source, target, data, options_):
             results[m] = prev
             continue
-        ctx.say(f"transfer {m}: T={kw.get('T', 5)}, {kw.get('schedule', 'uniform')} schedule -> {out}")
+        ctx.say(f"transfer {m}: T={options_.T}, {options_.schedule} schedule -> {out}")
         results[m] = engine.run(m, source, target, target=target, out=out)  # used by methods that need it
         accs = " ".join(f"{100 * a:5.1f}" for a in results[m]["val_acc"])
         ctx.say(f"  {m:6s} val acc t=0..: {accs}  ({results[m]['seconds']:.0f} s)")
@@ -119,20 +117,18 @@ def transfer_methods(
 
 
 def _same_transfer(
-    setting: Mapping[str, Any], source: Trajectory, init: Trajectory, data: DataSplits, kw: Mapping[str, Any]
+    setting: Mapping[str, Any], source: Trajectory, init: Trajectory, data: DataSplits, options: TransferOptions
 ) -> bool:
-    """Whether a stored results.json was made with these inputs (the engine would refuse a
-    different setting in the same folder anyway; this only decides whether to skip the call)."""
+    """Whether a stored results.json was made with these inputs and every option that decides the
+    numbers (``TransferOptions.setting``; the engine would refuse a different setting in the same
+    folder anyway; this only decides whether to skip the call)."""
+    fields = {f.name for f in dataclasses.fields(TransferOptions)}
     return (
         setting.get("source") == str(source.path)
         and setting.get("target_init") == str(init.path)
         and setting.get("data") == data.name
-        and all(setting.get(k) == kw[k] for k in _TRANSFER_KEYS if k in kw)
+        and {k: v for k, v in setting.items() if k in fields} == options.setting()
     )
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def train_from(
