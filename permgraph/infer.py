@@ -215,9 +215,10 @@ def _block_indices(analysis: Analysis, members: dict[Atom, list[Member]], free: 
     return chosen
 
 
-def spec_from_analysis(analysis: Analysis, model_name: str = "", per_block: bool = True) -> PermSpec:
+def spec_from_analysis(analysis: Analysis, model_name: str = "", per_block: bool = False) -> PermSpec:
     """Read the groups off an analysed graph: one group per root atom that some parameter or
-    buffer axis holds, free unless a rule blocked it or it touches a single tensor."""
+    buffer axis holds, free unless a rule blocked it or it touches a single tensor. ``per_block``:
+    as :func:`infer`'s (the same default)."""
     g = analysis.graph
     members: dict[Atom, list[Member]] = {}
     shapes: dict[str, tuple[int, ...]] = {}

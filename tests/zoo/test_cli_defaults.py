@@ -36,3 +36,12 @@ def test_the_schedules_are_one_literal():
     assert hints["schedule"] == Schedule
     with pytest.raises(ValueError, match="uniform or cosine"):
         TransferOptions(schedule="linear")
+
+
+def test_per_block_has_one_default():
+    import inspect
+
+    from permgraph.infer import infer, spec_from_analysis
+
+    defaults = {inspect.signature(f).parameters["per_block"].default for f in (infer, spec_from_analysis)}
+    assert defaults == {False}
