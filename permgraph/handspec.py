@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from permgraph.spec import Member, PermSpec
+from permgraph.spec import Member, MemberKind, PermSpec
 
 __all__ = ["DuplicateKey", "HandAxis", "HandSpec", "SpecFormatError", "read_hand_spec", "read_spec_json"]
 
@@ -187,7 +187,7 @@ def _from_permspec(spec: PermSpec) -> HandSpec:
 
 
 def _plain(m: Member) -> bool:
-    return m.index_dim is None and m.structure == "plain"
+    return m.kind is MemberKind.PLAIN
 
 
 def _pick(data: Mapping[str, Any], names: tuple[str, ...]) -> Any:

@@ -25,7 +25,7 @@ import torch.fx
 from permgraph.activations import activation_sites
 from permgraph.axisgraph import Atom, AxisGraph
 from permgraph.rules import AxisLayouts, Context, RuleOutput, TupleLayouts, block_everything, flat_nodes, op_name, rule_for
-from permgraph.spec import Group, Member, PermSpec
+from permgraph.spec import Group, Member, MemberKind, PermSpec
 from permgraph.trace import Traced, as_output_names, choose_outputs, trace
 
 __all__ = ["Analysis", "analyse", "infer", "spec_from_analysis"]
@@ -134,18 +134,16 @@ def _structure(g: AxisGraph, root: Atom, members: list[Member]) -> str:
     roles = sorted(g.roles(root))
     if roles:
         return ", ".join(roles)
-    kinds = {m.structure.split()[0] for m in members}
-    for k in ("factor", "block-expanded", "slice"):
-        if k in kinds:
-            return {"factor": "factored", "slice": "sliced"}.get(k, k)
-    return "plain"
+    kinds = {m.kind for m in members}
+    labels = {MemberKind.FACTOR: "factored", MemberKind.BLOCK_EXPANDED: "block-expanded", MemberKind.SLICE: "sliced"}
+    return next((label for k, label in labels.items() if k in kinds), "plain")
 
 
 def _group_name(member: Member, taken: set[str]) -> str:
     module = member.param.rsplit(".", 1)[0] if "." in member.param else member.param
     role = {0: "out", 1: "in"}.get(member.axis, f"axis{member.axis}")
     base = f"{module}.{role}"
-    if len(member.sizes) > 1 and member.structure.startswith("factor"):
+    if member.kind is MemberKind.FACTOR:
         base += f".f{member.group_dim}"
     if member.offset:
         base += f"@{member.offset}"

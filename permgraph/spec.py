@@ -22,11 +22,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 from typing import Any
 
-__all__ = ["Member", "Activation", "Group", "PermSpec", "SPEC_FORMAT_VERSION"]
+__all__ = ["Member", "MemberKind", "Activation", "Group", "PermSpec", "SPEC_FORMAT_VERSION"]
 
 SPEC_FORMAT_VERSION = 1
+
+
+class MemberKind(str, Enum):
+    """How a group's units sit on a member's axis (``Member.kind``; ``Member.structure`` is its label)."""
+
+    PLAIN = "plain"  # the whole axis, one unit per index
+    BLOCK_EXPANDED = "block-expanded"  # each unit a contiguous block of the axis
+    SLICE = "slice"  # a strided slice of the axis
+    FACTOR = "factor"  # one factor of the axis reshaped into a grid
+    WITHIN_BLOCKS = "within blocks"  # a factor permuted independently within each unit of an outer group
 
 
 @dataclass(frozen=True)
@@ -43,24 +54,33 @@ class Member:
     index_dim: int | None = None
 
     @property
-    def structure(self) -> str:
-        """A human label: plain, block-expanded, sliced or factored."""
+    def kind(self) -> MemberKind:
+        """How the units sit on the axis: plain, block-expanded, sliced, factored or within blocks."""
         n = self.sizes[self.group_dim]
         if self.index_dim is not None:
-            return f"within each of {self.sizes[self.index_dim]} blocks, factor {self.group_dim} of " + "x".join(
-                map(str, self.sizes))
+            return MemberKind.WITHIN_BLOCKS
         if len(self.sizes) == 1 and self.offset == 0 and n == self.axis_size:
-            return "plain"
+            return MemberKind.PLAIN
         if (
             self.group_dim == 0
             and self.offset == 0
             and _is_contiguous(self.sizes, self.strides)
             and _prod(self.sizes) == self.axis_size
         ):
+            return MemberKind.BLOCK_EXPANDED
+        return MemberKind.SLICE if len(self.sizes) == 1 else MemberKind.FACTOR
+
+    @property
+    def structure(self) -> str:
+        """A human label of :attr:`kind` with its numbers."""
+        kind, grid = self.kind, "x".join(map(str, self.sizes))
+        if kind is MemberKind.WITHIN_BLOCKS:
+            return f"within each of {self.sizes[self.index_dim]} blocks, factor {self.group_dim} of {grid}"
+        if kind is MemberKind.BLOCK_EXPANDED:
             return f"block-expanded x{_prod(self.sizes[1:])}"
-        if len(self.sizes) == 1:
-            return f"slice [{self.offset}:{self.offset + n * self.strides[0]}]"
-        return f"factor {self.group_dim} of {'x'.join(map(str, self.sizes))}"
+        if kind is MemberKind.SLICE:
+            return f"slice [{self.offset}:{self.offset + self.sizes[0] * self.strides[0]}]"
+        return "plain" if kind is MemberKind.PLAIN else f"factor {self.group_dim} of {grid}"
 
     def describe(self) -> str:
         """``param[axis N] structure``, for tables and messages."""
@@ -274,7 +294,7 @@ class PermSpec:
         for g in self.free_groups:
             tied = list(g.members) + [replace(m, param=a) for m in g.members
                                       for a, t in self.aliases.items() if t == m.param]
-            if g.indexed_by is None and all(m.structure == "plain" and m.index_dim is None for m in tied):
+            if g.indexed_by is None and all(m.kind is MemberKind.PLAIN for m in tied):
                 for m in tied:
                     perm_to_axes.setdefault(g.name, []).append((m.param, m.axis))
                     axes_to_perm.setdefault(m.param, [None] * (m.axis + 1))[m.axis] = g.name
