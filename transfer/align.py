@@ -33,7 +33,7 @@ from transfer.checks import check_finite, check_same_architecture
 from transfer.files import MARKER, atomic_write_bytes, atomic_write_json, output_folder, refuse_inputs_inside
 from transfer.identity import open_trajectory, state_sha
 from transfer.inputs import ModelInputs, infer_spec
-from transfer.matching import Matcher, permuted_distance
+from transfer.matching import SORTED, Matcher, permuted_distance
 from transfer.results import TransferError
 from transfer.trajectory import Trajectory, TrajectoryWriter
 
@@ -78,7 +78,7 @@ def align(
     m = Matcher(spec).add(sa, sb)
     ident = identity_permutation(spec)
     before = m.objective(ident)
-    perm = m.solve(init=[None, "sorted"], seed=seed, restarts=restarts)
+    perm = m.solve(init=[None, SORTED], seed=seed, restarts=restarts)
     t2 = time.perf_counter()
     return {
         "perm": perm,

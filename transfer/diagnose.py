@@ -38,11 +38,11 @@ from torch import nn
 from permgraph.apply import apply
 from transfer.checks import check_finite, check_same_architecture
 from transfer.data import as_transfer_data
-from transfer.engine import open_trajectory
 from transfer.evaluation import LossFn
 from transfer.gradients import SyncedGradients
+from transfer.identity import open_trajectory
 from transfer.inputs import ModelInputs, infer_spec, inputs_from_batch
-from transfer.matching import Matcher
+from transfer.matching import SORTED, Matcher
 from transfer.options import TransferOptions
 from transfer.trajectory import Trajectory
 
@@ -150,7 +150,7 @@ def diagnose(
     sg = SyncedGradients(model, data, options, loss_fn=loss_fn)
     g1 = {k: sg.gradient(theta1_0, k=k) for k in (1, 2)}
     g2 = {k: sg.gradient(dict(target_init), k=k) for k in (1, 2)}
-    perm = Matcher(spec).add(g2[1], g1[1]).solve(init=[None, "sorted"], seed=options.seed)
+    perm = Matcher(spec).add(g2[1], g1[1]).solve(init=[None, SORTED], seed=options.seed)
     cos_id = _cosine(g2[2], g1[2])
     cos_perm = _cosine(g2[2], apply(spec, perm, g1[2]))
     cos_in = _cosine(g2[1], apply(spec, perm, g1[1]))

@@ -37,7 +37,7 @@ Why it is fast (the official code spends 72-83 % of its time in LSA, half of it 
   previous one: its assignment and the auction's prices (consecutive FGMT / GMT costs share most of
   their optimum; ``docs/results/transfer_cost.md``).
 
-``init="sorted"`` starts every group from an LSA on rows sorted within themselves: a
+``init=SORTED`` starts every group from an LSA on rows sorted within themselves: a
 row's multiset of values does not depend on the other groups' permutations, so this start
 already finds a planted permutation exactly, where coordinate descent from the identity
 gets stuck on residual nets (Git Re-Basin issue #8: 10/100 recoveries). ``solve()`` tries the
@@ -60,14 +60,25 @@ from permgraph.spec import Group, Member, PermSpec
 from transfer.lap import LapProofs, LapWarm, solve_lap_result
 from transfer.pairs import MemoryPairs, PairSource
 
-__all__ = ["Matcher", "SolveStats", "DEFAULT_INIT", "weight_matching", "permuted_distance"]
+__all__ = ["Matcher", "SolveStats", "DEFAULT_INIT", "SORTED", "SortedStart", "weight_matching", "permuted_distance"]
 
 log = logging.getLogger(__name__)
 
-InitArg = Permutation | str | None
+
+
+class SortedStart:
+    """The type of :data:`SORTED`, the start from an LSA on rows sorted within themselves (module
+    docstring): a start that is neither the identity (None) nor a permutation dict."""
+
+    def __repr__(self) -> str:
+        return "SORTED"
+
+
+SORTED = SortedStart()
+InitArg = Permutation | SortedStart | None
 
 # Starts of a default solve: Git Re-Basin's identity, and the sorted-rows start (module docstring).
-DEFAULT_INIT: list[InitArg] = [None, "sorted"]
+DEFAULT_INIT: list[InitArg] = [None, SORTED]
 
 
 @dataclass
@@ -343,11 +354,12 @@ class Matcher:
         until a sweep gains nothing (relative gain <= ``tol``) or ``max_iter`` sweeps.
 
         ``init``: None (identity), a permutation dict (warm start, e.g. the previous step's),
-        ``"sorted"`` (see module docstring), or a list of these to try each. ``restarts``:
+        :data:`SORTED` (see module docstring; the string ``"sorted"`` is read as it), or a list
+        of these to try each. ``restarts``:
         extra starts from random permutations. The start with the best objective wins. When
         the problem is separable only the first start runs: it is already exact.
 
-        The default, ``DEFAULT_INIT`` = ``[None, "sorted"]``, is the robust choice: it keeps the
+        The default, ``DEFAULT_INIT`` = ``[None, SORTED]``, is the robust choice: it keeps the
         better of the identity start and the sorted start, so it is never worse than the identity
         alone, and it recovers planted permutations where the identity gets stuck (the residual
         specs of ``tests/transfer/test_matching.py``; on 20 planted seeds of torchvision resnet18
@@ -393,10 +405,10 @@ class Matcher:
     def _initial(self, init: InitArg) -> Permutation:
         if init is None:
             return {n: self._identity(n) for n in self.groups}
-        if isinstance(init, str):
-            if init != "sorted":
-                raise ValueError(f"init must be None, 'sorted' or a permutation dict, not {init!r}")
+        if isinstance(init, SortedStart) or (isinstance(init, str) and init == "sorted"):
             return {n: self._lsa(self._sorted_cost(n)) for n in self.groups}
+        if not isinstance(init, Mapping):
+            raise ValueError(f"init must be None, SORTED or a permutation dict, not {init!r}")
         perm = {n: self._identity(n) for n in self.groups}
         for n, p in init.items():
             if n not in self.groups:

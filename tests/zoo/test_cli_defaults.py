@@ -45,3 +45,19 @@ def test_per_block_has_one_default():
 
     defaults = {inspect.signature(f).parameters["per_block"].default for f in (infer, spec_from_analysis)}
     assert defaults == {False}
+
+
+def test_the_sorted_start_is_a_sentinel_not_a_string():
+    import torch
+
+    from permgraph.spec import Group, Member, PermSpec
+    from transfer.matching import DEFAULT_INIT, SORTED, Matcher, SortedStart
+
+    assert DEFAULT_INIT == [None, SORTED] and isinstance(SORTED, SortedStart)
+    spec = PermSpec(groups=(Group("h", 4, (Member("w", 0, 4, (4,), (1,), 0),)),), param_shapes={"w": (4, 3)})
+    w = torch.randn(4, 3)
+    planted = torch.tensor([2, 0, 3, 1])
+    m = Matcher(spec).add({"w": w}, {"w": w[planted]})
+    assert torch.equal(m.solve(init=SORTED)["h"], m.solve(init="sorted")["h"])
+    with pytest.raises(ValueError, match="SORTED"):
+        m.solve(init="sortd")

@@ -23,6 +23,7 @@ from collections import deque
 from permgraph.apply import Permutation
 from transfer import distributed as dist
 from transfer.context import State, TransferContext
+from transfer.matching import SORTED
 from transfer.methods.base import TransferMethod, register
 from transfer.pairs import DiskPairs
 
@@ -57,7 +58,7 @@ class FGMT(TransferMethod):
         self.matcher.add(g2, g1, weight=self._weight(t))
         if ctx.options.fgmt_refresh:
             self._recent.append((t, g2, g1))
-        return ctx.solve(self.matcher, init=[prev, "sorted"], seed=ctx.options.seed + t)
+        return ctx.solve(self.matcher, init=[prev, SORTED], seed=ctx.options.seed + t)
 
     def _refresh(self, prev: Permutation) -> None:
         """The last R pairs' target gradients again, under ``prev``: subtract the stale, add the fresh."""

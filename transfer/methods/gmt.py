@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from permgraph.apply import Permutation
 from transfer.context import State, TransferContext
+from transfer.matching import SORTED
 from transfer.methods.base import TransferMethod, register
 
 __all__ = ["GMT"]
@@ -36,7 +37,7 @@ class GMT(TransferMethod):
             if j not in self._source:
                 self._source[j] = ctx.source_gradient(j)
             matcher.add(self._target(j, prev), self._source[j])
-        return ctx.solve(matcher, init=[prev, "sorted"], seed=ctx.options.seed + t)
+        return ctx.solve(matcher, init=[prev, SORTED], seed=ctx.options.seed + t)
 
     def _target(self, j: int, prev: Permutation) -> State:
         if j > 1:

@@ -5,6 +5,7 @@ is a reference, not a method a user without that run could apply."""
 from __future__ import annotations
 
 from permgraph.apply import Permutation
+from transfer.matching import SORTED
 from transfer.methods.base import TransferMethod, register
 
 __all__ = ["Oracle"]
@@ -26,4 +27,4 @@ class Oracle(TransferMethod):
         t_init, t_final = ctx.target.init(), ctx.target.final()
         d2 = {k: t_final[k] - t_init[k] for k in ctx.param_keys}
         matcher = ctx.new_matcher().add(d2, ctx.source.delta(ctx.options.T))
-        return ctx.solve(matcher, init=[None, "sorted"], seed=ctx.options.seed)
+        return ctx.solve(matcher, init=[None, SORTED], seed=ctx.options.seed)
