@@ -212,14 +212,19 @@ class TransferEngine:
             store=store,
             target=tgt,
         )
-        loop = Loop(cls(ctx), setting, out)
-        record = loop.run(callback)
+        outputs = RunOutputs(ctx, setting, out)
+        loop = Loop(cls(ctx), setting, out, outputs)
+        try:
+            record = loop.run(callback)
+        except BaseException:
+            outputs.abort()
+            raise
         before, self._pending = self._pending, {}
         before["inputs"] = max(0.0, loop.ready_at - started - spec_seconds)
         # wall time of this method's share of the command: what the caller reported, a spec inferred
         # before this run, and the run itself
         outside = before.get("startup", 0.0) + before.get("data", 0.0) + max(0.0, before.get("spec", 0.0) - spec_seconds)
-        return RunOutputs(ctx, setting, record, out).write(before, started - outside)
+        return outputs.write(record, before, started - outside)
 
     def _spec_for_run(self, out: Path | None) -> PermSpec:
         """The spec, found or inferred once per engine; a found or inferred one (never one the caller

@@ -21,6 +21,7 @@ from transfer.outputs import remove_state_if_alone
 from transfer.pairs import PairSource
 from transfer.phases import add_phases, counters, loop_phases
 from transfer.trajectory import TrajectoryError
+from transfer.writer import RunOutputs
 
 __all__ = ["Loop", "RunContext", "new_record"]
 
@@ -33,8 +34,9 @@ Callback = Callable[[int, dict], None]
 class Loop:
     """Steps 0..T of one method: resume, choose pi_t, evaluate, commit."""
 
-    def __init__(self, method: TransferMethod, setting: dict, out: Path | None) -> None:
+    def __init__(self, method: TransferMethod, setting: dict, out: Path | None, outputs: RunOutputs) -> None:
         self.method, self.ctx, self.setting, self.out = method, method.ctx, setting, out
+        self.outputs = outputs  # each evaluated step's checkpoint goes there at once
         self.ready_at = time.perf_counter()  # when the first step starts (inputs and resume state read)
 
     def run(self, callback: Callback | None) -> dict:
@@ -69,6 +71,7 @@ class Loop:
         show = ctx.options.progress and dist.is_main()
         bar = tqdm(total=T + 1, initial=done + 1, desc=self.setting["method"], disable=not show, leave=False)
         self.ready_at = time.perf_counter()
+        self.outputs.start(record, perms)
         for t in range(done + 1, T + 1):
             c0, t0, solve0 = counters(ctx), time.perf_counter(), ctx.solve_seconds
             perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
@@ -78,10 +81,11 @@ class Loop:
             step = time.perf_counter() - t0
             record["seconds"] += step
             c1, t1 = counters(ctx), time.perf_counter()
-            loss, acc = self._evaluate(t, ctx.theta2(perm, t))
+            loss, acc, theta = self._evaluate(t, ctx.theta2(perm, t))
             evaluation = time.perf_counter() - t1
             record["eval_seconds"] += evaluation
             add_phases(record["phases"], (step, evaluation), (c0, c1, counters(ctx)))
+            self.outputs.checkpoint(t, theta, perm, loss, acc)
             commit_step(record, t, T, loss, acc, ctx)
             c3 = counters(ctx)
             ctx.store.commit(record)
@@ -92,14 +96,15 @@ class Loop:
                 callback(t, dict(record))
         bar.close()
 
-    def _evaluate(self, t: int, theta: State) -> tuple[float, float]:
-        """Val (loss, acc) of step t after BatchNorm re-estimation; the re-estimated statistics go
-        to the store so the saved trajectory reuses them instead of recomputing."""
+    def _evaluate(self, t: int, theta: State) -> tuple[float, float, State]:
+        """Val (loss, acc) of step t after BatchNorm re-estimation, and the state evaluated; the
+        re-estimated statistics go to the store, for the trajectory of a resumed run."""
         sg = self.ctx.gradients
         if sg.bn:
             theta = sg.reestimate_bn(theta)
             self.ctx.store.save_bn(t, {k: theta[k] for k in bn_keys(self.ctx)})
-        return sg.evaluate(theta, reestimate=False)
+        loss, acc = sg.evaluate(theta, reestimate=False)
+        return loss, acc, theta
 
 
 def new_record(setting: Mapping[str, Any]) -> dict:

@@ -1,5 +1,6 @@
-"""What a finished run writes: the transferred trajectory ``OUT/<method>/`` (with the permutation of
-every step) and the method's entry of ``OUT/results.json``."""
+"""What a run writes: the transferred trajectory ``OUT/<method>/`` (each checkpoint as soon as its step is
+evaluated, into a temporary folder that replaces the old one at the end; the permutation of every step
+beside them) and the method's entry of ``OUT/results.json``."""
 
 from __future__ import annotations
 
@@ -23,16 +24,54 @@ from transfer.trajectory import TrajectoryWriter, schedule_lambdas
 __all__ = ["RunOutputs"]
 
 State = dict[str, torch.Tensor]
+Permutation = dict[str, torch.Tensor]
 
 
 class RunOutputs:
-    """The transferred trajectory folder and the method's entry in ``results.json``."""
+    """The transferred trajectory folder and the method's entry in ``results.json``.
 
-    def __init__(self, ctx: TransferContext, setting: dict, record: dict, out: Path | None) -> None:
-        self.ctx, self.setting, self.record, self.out = ctx, setting, record, out
+    :meth:`start` opens the temporary trajectory (the steps a resumed run did before are written from
+    the store), :meth:`checkpoint` writes each evaluated step from memory, :meth:`write` finishes the
+    trajectory and the entry, :meth:`abort` leaves nothing behind."""
 
-    def result(self) -> dict:
-        rec, options = self.record, self.ctx.options
+    def __init__(self, ctx: TransferContext, setting: dict, out: Path | None) -> None:
+        self.ctx, self.setting, self.out = ctx, setting, out
+        self.written = out is not None and dist.is_main() and ctx.options.write_trajectory
+        self.seconds = 0.0  # spent writing checkpoints (the "writing" phase)
+        self._tmp: Path | None = None
+        self._writer: TrajectoryWriter | None = None
+        self._perms: dict[int, Permutation] = {}
+
+    def start(self, record: Mapping, perms: Mapping[int, Permutation]) -> None:
+        """Open the temporary trajectory and write the steps ``perms`` holds (done before a resume)."""
+        if not self.written:
+            return
+        t0 = time.perf_counter()
+        method = self.setting["method"]
+        self._tmp = temporary_folder(self.out, f".{method}.")  # the umask's mode, not mkdtemp's 0700
+        self._writer = TrajectoryWriter(self._tmp, model=self.setting["model"], data=self.setting["data"],
+                                        seed=self.setting["seed"], config=self.setting)  # fmt: skip
+        self.seconds += time.perf_counter() - t0
+        for t in sorted(perms):
+            self.checkpoint(t, self._resumed_state(t, perms[t]), perms[t], record["val_loss"][t], record["val_acc"][t])
+
+    def checkpoint(self, t: int, theta: State, perm: Permutation, loss: float, acc: float) -> None:
+        """Write step ``t``: ``theta`` as evaluated (BatchNorm statistics re-estimated)."""
+        if self._writer is None:
+            return
+        t0 = time.perf_counter()
+        self._writer.save(theta, step=t, epoch=float(t), name=f"t{t}", metrics={"val_acc": acc, "val_loss": loss})
+        self._perms[t] = perm
+        self.seconds += time.perf_counter() - t0
+
+    def abort(self) -> None:
+        """Remove the temporary trajectory (a failed or interrupted run)."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = self._writer = None
+
+    def result(self, record: Mapping) -> dict:
+        rec, options = record, self.ctx.options
         acc = rec["val_acc"]
         result = {
             "t": list(range(options.T + 1)),
@@ -54,51 +93,46 @@ class RunOutputs:
         result["world_size"] = dist.world_size()
         return result
 
-    def write(self, before: Mapping[str, float] | None = None, started: float | None = None) -> dict:
-        """Write the trajectory (unless ``options.write_trajectory`` is False) and the entry, whose
+    def write(self, record: Mapping, before: Mapping[str, float] | None = None, started: float | None = None) -> dict:
+        """Finish the trajectory (unless ``options.write_trajectory`` is False) and write the entry, whose
         ``phases`` are ``before`` (what preceded the steps), the steps' own and the writing, and whose
         ``wall_seconds`` runs from ``started`` (perf_counter) to now."""
         t0 = time.perf_counter()
-        written = self.out is not None and dist.is_main() and self.ctx.options.write_trajectory
-        if written:
-            self._write_trajectory()
-        result = self.result()
-        phases = {**dict.fromkeys(PHASES, 0.0), **dict(before or {}), **self.record["phases"]}
-        phases["writing"] = time.perf_counter() - t0
+        if self.written:
+            self._finish_trajectory()
+        result = self.result(record)
+        phases = {**dict.fromkeys(PHASES, 0.0), **dict(before or {}), **record["phases"]}
+        phases["writing"] = self.seconds + time.perf_counter() - t0
         result["phases"] = {k: round(phases[k], 3) for k in PHASES}
         if started is not None:
             wall = time.perf_counter() - started
             result["phases"]["other"] = round(max(0.0, wall - sum(phases[k] for k in PHASES)), 3)
             result["wall_seconds"] = round(wall, 3)
-        result["trajectory"] = written
+        result["trajectory"] = self.written
         if self.out is None or not dist.is_main():
             return result
         merge_result(self.out, shared_setting(self.setting), self.setting["method"], result)
         return result
 
-    def saved_state(self, t: int) -> State:
-        """theta_2^t as saved: transferred parameters, target buffers, re-estimated BN statistics."""
+    def _resumed_state(self, t: int, perm: Permutation) -> State:
+        """theta_2^t of a step an earlier process evaluated: its BatchNorm statistics from the store."""
         ctx = self.ctx
-        theta = ctx.theta2(ctx.store.load_perm(t), t)
+        theta = ctx.theta2(perm, t)
         if ctx.gradients.bn:
             stats = ctx.store.load_bn(t)
             theta.update(stats if stats is not None else ctx.gradients.reestimate_bn(theta))
         return theta
 
-    def _write_trajectory(self) -> None:
-        method, T = self.setting["method"], self.ctx.options.T
-        folder = self.out / method
-        tmp = temporary_folder(self.out, f".{method}.")  # the umask's mode, not mkdtemp's 0700
+    def _finish_trajectory(self) -> None:
+        T = self.ctx.options.T
+        if self._writer is None or sorted(self._perms) != list(range(T + 1)):
+            raise RuntimeError(f"the transferred trajectory misses steps: {sorted(self._perms)} of 0..{T}")
         try:
-            writer = TrajectoryWriter(tmp, model=self.setting["model"], data=self.setting["data"],
-                                      seed=self.setting["seed"], config=self.setting)  # fmt: skip
-            for t in range(T + 1):
-                metrics = {"val_acc": self.record["val_acc"][t], "val_loss": self.record["val_loss"][t]}
-                writer.save(self.saved_state(t), step=t, epoch=float(t), name=f"t{t}", metrics=metrics)
-            perms = {f"t{t}/{g}": p for t in range(T + 1) for g, p in self.ctx.store.load_perm(t).items()}
-            atomic_write_bytes(tmp / PERMUTATIONS, save_tensors({k: v.contiguous() for k, v in perms.items()}))
-            writer.finish()
-            replace_folder(tmp, folder)
+            perms = {f"t{t}/{g}": p for t in range(T + 1) for g, p in self._perms[t].items()}
+            atomic_write_bytes(self._tmp / PERMUTATIONS, save_tensors({k: v.contiguous().clone() for k, v in perms.items()}))
+            self._writer.finish()
+            replace_folder(self._tmp, self.out / self.setting["method"])
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.abort()
             raise
+        self._tmp = self._writer = None
