@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +29,14 @@ from tqdm.auto import tqdm
 from permgraph.apply import apply, identity_permutation
 from permgraph.spec import PermSpec
 from transfer.checks import check_finite, check_same_architecture
-from transfer.files import MARKER, atomic_write_bytes, atomic_write_json, output_folder, refuse_inputs_inside
+from transfer.files import (
+    MARKER,
+    atomic_write_bytes,
+    atomic_write_json,
+    output_folder,
+    refuse_inputs_inside,
+    temporary_folder,
+)
 from transfer.identity import open_trajectory, state_sha
 from transfer.inputs import ModelInputs, infer_spec
 from transfer.matching import SORTED, Matcher, permuted_distance
@@ -181,7 +187,7 @@ def _write_permuted_run(
 ) -> None:
     """Run B with every checkpoint permuted, written beside and then moved into place (a rerun
     replaces the earlier one whole; a failure leaves the earlier one as it was)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temporary_folder(folder.parent, f".{folder.name}.")  # the umask's mode, not mkdtemp's 0700
     try:
         writer = TrajectoryWriter(tmp, model=model, data=run.data, seed=run.seed, config=run.config)
         for i, c in enumerate(tqdm(run.checkpoints, desc="permuting run B", disable=not progress, leave=False)):

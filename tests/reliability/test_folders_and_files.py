@@ -92,10 +92,11 @@ def test_files_and_folders_get_the_modes_the_umask_gives(work, umask, file_mode,
     try:
         assert zoo(train_argv(work / "run", 5)) == 0
         assert transfer(transfer_args(work, work / "out")) == 0
+        assert transfer(["match", str(work / "s1"), str(work / "s2"), "--out", str(work / "match"), "--no-progress"]) == 0
         assert permgraph_cli(["inspect", MODEL, "--format", "json", "--out", str(work / "spec.json")]) == 0
     finally:
         os.umask(old)
-    seen = {**modes(work / "run"), **modes(work / "out"), **modes(work / "spec.json")}
+    seen = {**modes(work / "run"), **modes(work / "out"), **modes(work / "match"), **modes(work / "spec.json")}
     wrong = {k: oct(mode) for k, (mode, is_dir) in seen.items() if mode != (dir_mode if is_dir else file_mode)}
     assert not wrong
     assert any((work / "out").rglob("ckpt_*.safetensors")), "the transferred trajectory was checked too"
