@@ -201,7 +201,7 @@ def example_inputs(name_or_model_id: str | nn.Module, batch: int = 2, *, trust_c
         if hasattr(name_or_model_id, "example_inputs"):
             return tuple(name_or_model_id.example_inputs(batch))
         raise ZooError(
-            f"no example inputs known for a {type(name_or_model_id).__name__}; pass a model id or your own"
+            f"no example inputs known for a {type(name_or_model_id).__name__}: it has no example_inputs(batch) method"
         )
     source, fname, kwargs = parse_model_id(name_or_model_id)
     if source == "zoo":
