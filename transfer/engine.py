@@ -56,7 +56,7 @@ from transfer.outputs import (
     owned_by_transfer,
     transfer_output,
 )
-from transfer.phases import PHASES, TimedGradients, TimedStore, process_age
+from transfer.phases import PHASES, PhaseClock, TimedGradients, TimedStore, process_age
 from transfer.results import TransferError
 from transfer.store import MemoryStore
 from transfer.trajectory import Trajectory
@@ -202,11 +202,13 @@ class TransferEngine:
         t_spec = time.perf_counter()
         spec = self._spec_for_run(out)
         spec_seconds = time.perf_counter() - t_spec
-        store = TimedStore(out / ".state" / cls.name) if out is not None and dist.is_main() else MemoryStore()
+        clock = PhaseClock()
+        store = TimedStore(out / ".state" / cls.name, clock) if out is not None and dist.is_main() else MemoryStore()
         ctx = RunContext(
+            clock=clock,
             spec=spec,
             options=self.options,
-            gradients=TimedGradients(self.model, self.data, self.options, loss_fn=self.loss_fn),
+            gradients=TimedGradients(self.model, self.data, self.options, loss_fn=self.loss_fn, clock=clock),
             source=SourcePoints(src, self.param_keys, self.options),
             theta2_0=theta2_0,
             store=store,

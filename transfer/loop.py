@@ -19,7 +19,7 @@ from transfer.matching import Matcher
 from transfer.methods import TransferMethod
 from transfer.outputs import remove_state_if_alone
 from transfer.pairs import PairSource
-from transfer.phases import add_phases, counters, loop_phases
+from transfer.phases import PhaseClock
 from transfer.trajectory import TrajectoryError
 from transfer.writer import RunOutputs
 
@@ -28,6 +28,7 @@ __all__ = ["Loop", "RunContext", "new_record"]
 log = logging.getLogger("transfer.engine")
 
 State = dict[str, torch.Tensor]
+Permutation = dict[str, torch.Tensor]
 Callback = Callable[[int, dict], None]
 
 
@@ -47,7 +48,8 @@ class Loop:
             record = new_record(self.setting)
         else:
             log.info("resuming %s after step %d", self.setting["method"], record["done"])
-        record["phases"] = loop_phases(record.get("phases"))
+        self.ctx.clock.resume(record.get("phases"))
+        record["phases"] = dict(self.ctx.clock.seconds)
         try:
             self._steps(record, callback)
         except (ValueError, FloatingPointError, TrajectoryError):
@@ -72,28 +74,29 @@ class Loop:
         bar = tqdm(total=T + 1, initial=done + 1, desc=self.setting["method"], disable=not show, leave=False)
         self.ready_at = time.perf_counter()
         self.outputs.start(record, perms)
-        for t in range(done + 1, T + 1):
-            c0, t0, solve0 = counters(ctx), time.perf_counter(), ctx.solve_seconds
-            perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
-            ctx.store.save_perm(t, perm)
-            ctx.store.save_warm(t, ctx.lap_warm)
-            perms[t] = perm
-            step = time.perf_counter() - t0
-            record["seconds"] += step
-            c1, t1 = counters(ctx), time.perf_counter()
-            loss, acc, theta = self._evaluate(t, ctx.theta2(perm, t))
-            evaluation = time.perf_counter() - t1
-            record["eval_seconds"] += evaluation
-            add_phases(record["phases"], (step, evaluation), (c0, c1, counters(ctx)))
-            self.outputs.checkpoint(t, theta, perm, loss, acc)
-            commit_step(record, t, T, loss, acc, ctx)
-            c3 = counters(ctx)
-            ctx.store.commit(record)
-            record["phases"]["state"] += counters(ctx)[2] - c3[2]  # the commit's own time: in the next commit
-            bar.update(1)
-            bar.set_postfix(val_acc=f"{acc:.4f}", solve=f"{ctx.solve_seconds - solve0:.1f}s")
-            if callback is not None:
-                callback(t, dict(record))
+        clock = ctx.clock
+        with clock.steps():
+            for t in range(done + 1, T + 1):
+                t0, solve0 = time.perf_counter(), ctx.solve_seconds
+                with clock("accumulate"):  # the method's step, less what is timed inside it
+                    perm = self.method.start() if t == 0 else self.method.step(t, perms[t - 1])
+                    ctx.store.save_perm(t, perm)
+                    ctx.store.save_warm(t, ctx.lap_warm)
+                perms[t] = perm
+                t1 = time.perf_counter()
+                record["seconds"] += t1 - t0
+                with clock("evaluation"):
+                    loss, acc, theta = self._evaluate(t, ctx.theta2(perm, t))
+                record["eval_seconds"] += time.perf_counter() - t1
+                self.outputs.checkpoint(t, theta, perm, loss, acc)
+                commit_step(record, t, T, loss, acc, ctx)
+                record["phases"] = dict(clock.seconds)  # the commit's own time: in the next commit
+                ctx.store.commit(record)
+                bar.update(1)
+                bar.set_postfix(val_acc=f"{acc:.4f}", solve=f"{ctx.solve_seconds - solve0:.1f}s")
+                if callback is not None:
+                    callback(t, dict(record))
+        record["phases"] = dict(clock.seconds)
         bar.close()
 
     def _evaluate(self, t: int, theta: State) -> tuple[float, float, State]:
@@ -146,6 +149,11 @@ class RunContext(TransferContext):
     path."""
 
     lap_warm: dict[str, LapWarm] = field(default_factory=dict)
+    clock: PhaseClock = field(default_factory=PhaseClock)  # the run's phases: results.json "phases"
+
+    def solve(self, matcher: Matcher, init: list, seed: int) -> Permutation:
+        with self.clock("solves"):
+            return super().solve(matcher, init, seed)
 
     def new_matcher(self, pairs: PairSource | None = None) -> Matcher:
         matcher = super().new_matcher(pairs=pairs)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from transfer.context import TransferContext
 from transfer.gradients import SyncedGradients
 from transfer.store import RunStore
 
-__all__ = ["PHASES", "LOOP_PHASES", "process_age", "counters", "add_phases", "loop_phases", "TimedGradients", "TimedStore"]
+__all__ = ["PHASES", "LOOP_PHASES", "PhaseClock", "process_age", "loop_phases", "TimedGradients", "TimedStore"]
 
 # Where a transfer's wall time goes (results.json "phases", seconds). Before the steps: the command's start-up
 # (interpreter, imports, building the model) and data loading (reported by the caller, transfer run), reading
@@ -38,23 +38,6 @@ def process_age() -> float | None:
         return None
 
 
-def counters(ctx: TransferContext) -> tuple[float, float, float]:
-    """Seconds so far in gradients, in solves and in writing resume files."""
-    return getattr(ctx.gradients, "seconds", 0.0), ctx.solve_seconds, getattr(ctx.store, "seconds", 0.0)
-
-
-def add_phases(phases: dict, seconds: tuple[float, float], counters: tuple) -> None:
-    """One step's time by phase: the method's step (gradients, solves, its resume files, and the
-    rest: accumulating costs) and the evaluation (less the BatchNorm statistics it saves)."""
-    step, evaluation = seconds
-    (g0, s0, w0), (g1, s1, w1), (_, _, w2) = counters
-    phases["gradients"] += g1 - g0
-    phases["solves"] += s1 - s0
-    phases["state"] += (w1 - w0) + (w2 - w1)
-    phases["accumulate"] += max(0.0, step - (g1 - g0) - (s1 - s0) - (w1 - w0))
-    phases["evaluation"] += max(0.0, evaluation - (w2 - w1))
-
-
 def loop_phases(saved: Any) -> dict[str, float]:
     """The step phases a resumed record carries (missing or unreadable ones start at 0: timings
     are reported, never relied on)."""
@@ -66,34 +49,71 @@ def is_seconds(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and 0 <= x < float("inf")
 
 
-class TimedGradients(SyncedGradients):
-    """:class:`SyncedGradients` that add up the seconds spent taking gradients (the "gradients" phase)."""
+class PhaseClock:
+    """Seconds by phase: ``with clock("gradients"):`` times a block. A phase opened inside another is
+    taken out of the outer one's time, so the phases of a step add up to its wall time (the method's
+    step is "accumulate", less the gradients, solves and resume files timed inside it). Only blocks
+    inside :meth:`steps` count: work before the first step belongs to the "inputs" phase."""
 
-    seconds = 0.0
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(LOOP_PHASES, 0.0)
+        self._inner: list[float] = []  # per open phase: the seconds of the phases opened inside it
+        self._running = False
+
+    def resume(self, saved: Any) -> None:
+        """Start from the phases a resumed record carries (see :func:`loop_phases`)."""
+        self.seconds = loop_phases(saved)
+
+    @contextlib.contextmanager
+    def steps(self) -> Iterator[None]:
+        """The loop's steps: phases are counted inside."""
+        self._running = True
+        try:
+            yield
+        finally:
+            self._running = False
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if name not in LOOP_PHASES:
+            raise ValueError(f"unknown step phase {name!r}; one of {', '.join(LOOP_PHASES)}")
+        if not self._running:
+            yield
+            return
+        t0 = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            elapsed, inner = time.perf_counter() - t0, self._inner.pop()
+            self.seconds[name] += max(0.0, elapsed - inner)
+            if self._inner:
+                self._inner[-1] += elapsed
+
+
+class TimedGradients(SyncedGradients):
+    """:class:`SyncedGradients` whose gradients are timed by ``clock`` (the "gradients" phase)."""
+
+    def __init__(self, *args: Any, clock: PhaseClock, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
 
     def gradient(self, state: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-        t0 = time.perf_counter()
-        try:
+        with self.clock("gradients"):
             return super().gradient(state, k)
-        finally:
-            self.seconds += time.perf_counter() - t0
 
 
 class TimedStore(RunStore):
-    """A :class:`RunStore` that adds up the seconds spent writing resume files (the "state" phase)."""
+    """A :class:`RunStore` whose resume files are timed by ``clock`` (the "state" phase)."""
 
-    seconds = 0.0
+    def __init__(self, path: str | os.PathLike, clock: PhaseClock | None = None) -> None:
+        super().__init__(path)
+        self.clock = clock or PhaseClock()
 
     def _save(self, kind: str, t: int, tensors: Mapping[str, torch.Tensor]) -> None:
-        t0 = time.perf_counter()
-        try:
+        with self.clock("state"):
             super()._save(kind, t, tensors)
-        finally:
-            self.seconds += time.perf_counter() - t0
 
     def commit(self, record: Mapping[str, Any]) -> None:
-        t0 = time.perf_counter()
-        try:
+        with self.clock("state"):
             super().commit(record)
-        finally:
-            self.seconds += time.perf_counter() - t0
