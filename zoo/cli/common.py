@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -30,6 +31,7 @@ __all__ = [
 ]  # fmt: skip
 
 OK, FAILED, BAD_INPUT, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader closed the pipe
 
 # errors a user can fix: their messages say what is wrong and what to do
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -70,6 +72,9 @@ def run_command(prog: str, fn: Callable[[argparse.Namespace], int], args: argpar
         logging.getLogger("torch").setLevel(logging.ERROR)
     try:
         return fn(args)
+    except BrokenPipeError:  # the reader of our output went away (`... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return BROKEN_PIPE
     except OSError as e:  # a path that cannot be read or written: the user's to fix
         if debug:
             traceback.print_exc()
