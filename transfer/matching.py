@@ -46,7 +46,6 @@ identity and this start by default and keeps the better (``DEFAULT_INIT``).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -55,10 +54,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from permgraph.apply import Permutation, apply, group_rows, member_positions
+from permgraph.apply import Permutation, apply, group_rows
 from permgraph.spec import Group, Member, PermSpec
 from transfer.lap import LapProofs, LapWarm, solve_lap_result
 from transfer.pairs import MemoryPairs, PairSource
+from transfer.terms import PairTerm, pair_term, permute_tensor, same_signature
 
 __all__ = ["Matcher", "SolveStats", "DEFAULT_INIT", "SORTED", "SortedStart", "weight_matching", "permuted_distance"]
 
@@ -150,7 +150,7 @@ class Matcher:
         self._fixed: dict[str, torch.Tensor] = {}
         self.pairs: PairSource = pairs if pairs is not None else MemoryPairs()
         self._present: set[str] = set()  # coupled keys some pair holds
-        self._cache: dict[tuple[str, str, Member], _Term] = {}
+        self._cache: dict[tuple[str, str, Member], PairTerm] = {}
         self.version = 0
         self.num_pairs = 0
         self.stats = SolveStats()
@@ -263,8 +263,8 @@ class Matcher:
         added since are folded in one by one. Pairs are summed left to right in every case, so a
         cached, extended or fresh term is the same tensor, bit for bit, in RAM or streamed."""
         n_pairs = len(self.pairs)
-        todo: dict[tuple[str, Member], tuple[_Term, list, list]] = {}
-        terms: list[_Term] = []
+        todo: dict[tuple[str, Member], tuple[PairTerm, list, list]] = {}
+        terms: list[PairTerm] = []
         for key, m in self._terms[name]:
             if key not in self._present:
                 continue
@@ -272,8 +272,8 @@ class Matcher:
             signature = tuple(p for _, p in moves[0] + moves[1])
             cache_key = ("sorted" if perm is None else "cost", key, m)
             term = self._cache.get(cache_key)
-            if term is None or term.count > n_pairs or not _same(term.signature, signature):
-                term = self._cache[cache_key] = _Term(tuple(p.clone() for p in signature))
+            if term is None or term.count > n_pairs or not same_signature(term.signature, signature):
+                term = self._cache[cache_key] = PairTerm(tuple(p.clone() for p in signature))
             terms.append(term)
             if term.count < n_pairs:
                 todo[(key, m)] = (term, *moves)
@@ -282,7 +282,7 @@ class Matcher:
             for i, (t_pair, s_pair) in enumerate(self.pairs.read({k for k, _ in todo}, start), start):
                 for (key, m), (term, on_target, on_source) in todo.items():
                     if i >= term.count and key in t_pair:
-                        prod = _pair_term(t_pair[key], s_pair[key], m, on_target, on_source, perm is None)
+                        prod = pair_term(t_pair[key], s_pair[key], m, on_target, on_source, perm is None)
                         term.matrix = prod if term.matrix is None else term.matrix.add_(prod)
             for term, _, _ in todo.values():
                 term.count = n_pairs
@@ -322,7 +322,7 @@ class Matcher:
         sums = dict.fromkeys(keys, 0.0)
         for t_pair, s_pair in self.pairs.read(keys):  # one pair in memory at a time
             for key in t_pair:
-                moved = _permute(s_pair[key], entries[key])
+                moved = permute_tensor(s_pair[key], entries[key])
                 sums[key] += float((t_pair[key].double() * moved.double()).sum())
         for key in keys:  # the order of the sum before pairs were streamed: same float for one pair
             total += sums[key]
@@ -467,100 +467,6 @@ class Matcher:
 def _score(a: torch.Tensor, p: torch.Tensor) -> float:
     """sum_c a[c, p[c]] (per block and summed, for a (blocks, n, n) cost)."""
     return float(torch.gather(a, -1, p.unsqueeze(-1)).double().sum())
-
-
-@dataclass
-class _Term:
-    """One cached coupled term: the permutations it was formed under, the pairs it has summed."""
-
-    signature: tuple[torch.Tensor, ...]
-    count: int = 0
-    matrix: torch.Tensor | None = None
-
-
-def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
-
-
-def _pair_term(
-    t: torch.Tensor, s: torch.Tensor, m: Member, on_target: list, on_source: list, sort: bool
-) -> torch.Tensor:
-    """One pair's term of a group's cost through member ``m``: ``rows(t) @ rows(s).T`` with the
-    other permutations applied (or, for the sorted start, with each row sorted)."""
-    if sort:
-        return _rows(t, m).sort(dim=-1).values @ _rows(s, m).sort(dim=-1).values.transpose(-1, -2)
-    t_rows = _rows(_permute(t, on_target), m) if on_target else _rows(t, m)
-    return t_rows @ _rows(_permute(s, on_source), m).transpose(-1, -2)
-
-
-@functools.lru_cache(maxsize=4096)
-def _layout(m: Member) -> tuple[torch.Tensor | None, tuple[int, ...]]:
-    """The axis positions :func:`permgraph.apply.group_rows` gathers for ``m`` (None when they are
-    the axis in order, as for plain and block-expanded members), and the rows' leading shape."""
-    pos = member_positions(m)
-    n = m.sizes[m.group_dim]
-    if m.index_dim is None:
-        moved, lead = torch.movedim(pos, m.group_dim, 0).reshape(-1), (n,)
-    else:
-        moved = torch.movedim(pos, (m.index_dim, m.group_dim), (0, 1)).reshape(-1)
-        lead = (m.sizes[m.index_dim], n)
-    if moved.numel() == m.axis_size and torch.equal(moved, torch.arange(m.axis_size)):
-        return None, lead
-    return moved, lead
-
-
-def _rows(x: torch.Tensor, m: Member) -> torch.Tensor:
-    """``group_rows(x, m)``, the same contiguous tensor, without gathering an axis that is already in
-    order: a block-expanded member (a conv channel seen by a linear layer as 7x7=49 features) is a
-    reshape of its axis, which an element-wise ``index_select`` on that axis made 10x slower."""
-    moved, lead = _layout(m)
-    picked = x if moved is None else x.index_select(m.axis, moved)
-    rows = torch.movedim(picked, m.axis, 0).reshape(*lead, -1).contiguous()
-    # A view of x may sit off the allocator's 64-byte alignment (tensors read from safetensors do),
-    # and BLAS then takes other kernels with other rounding: copy, as group_rows always did.
-    return rows if rows.data_ptr() % 64 == 0 else rows.clone()
-
-
-def _permute(tensor: torch.Tensor, entries: list[tuple[Member, torch.Tensor]]) -> torch.Tensor:
-    """Gather-permute ``tensor`` by each (member, perm) on ``member.axis``."""
-    per_axis: dict[int, list[tuple[Member, torch.Tensor]]] = {}
-    for m, p in entries:
-        per_axis.setdefault(m.axis, []).append((m, p))
-    out = tensor
-    for axis, pairs in per_axis.items():
-        index = torch.arange(tensor.shape[axis])
-        for m, p in pairs:
-            pos = member_positions(m)
-            if m.index_dim is None:
-                moved = pos.index_select(m.group_dim, p.cpu())
-            else:
-                shape = [1] * pos.dim()
-                shape[m.index_dim], shape[m.group_dim] = p.shape
-                moved = torch.gather(pos, m.group_dim, p.cpu().reshape(shape).expand(pos.shape))
-            new_index = index.clone()
-            new_index[pos.reshape(-1)] = index[moved.reshape(-1)]
-            index = new_index
-        out = _gather(out, axis, index)
-    return out
-
-
-def _gather(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
-    """``x.index_select(axis, index)``, moving aligned runs of consecutive positions as blocks: a
-    permutation of 512 conv channels on the 25088 inputs of vgg's first linear layer moves 512
-    blocks of 49 (a 4096 x 25088 gather: 1.3 s element-wise, 0.1 s by blocks)."""
-    size = index.numel()
-    if torch.equal(index, torch.arange(size)):
-        return x
-    starts = torch.ones(size, dtype=torch.bool)
-    starts[1:] = index[1:] != index[:-1] + 1
-    at = torch.nonzero(starts).reshape(-1)
-    run = int(np.gcd.reduce(np.concatenate([[size], at.numpy(), index[at].numpy()])))
-    if run == 1:
-        return x.index_select(axis, index.to(x.device))
-    shape = x.shape
-    blocks = x.reshape(*shape[:axis], size // run, run, *shape[axis + 1 :])
-    return blocks.index_select(axis, (index[::run] // run).to(x.device)).reshape(shape)
-
 
 
 def weight_matching(

@@ -17,8 +17,10 @@ from torch import nn
 import permgraph
 from permgraph.apply import group_rows
 from tests.transfer.test_matching import random_state, residual_spec
-from transfer.matching import Matcher, _gather, _rows
+from transfer.matching import Matcher
 from transfer.pairs import DiskPairs, MemoryPairs
+from transfer.terms import gather_axis as _gather
+from transfer.terms import member_rows as _rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
