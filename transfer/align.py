@@ -40,6 +40,7 @@ from transfer.files import (
 from transfer.identity import open_trajectory, state_sha
 from transfer.inputs import ModelInputs, infer_spec
 from transfer.matching import SORTED, Matcher, permuted_distance
+from transfer.outputs import replace_folder
 from transfer.results import TransferError
 from transfer.trajectory import Trajectory, TrajectoryWriter
 
@@ -195,14 +196,7 @@ def _write_permuted_run(
                         metrics=c.get("metrics", {}))  # fmt: skip
         if run.complete:
             writer.finish()
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
