@@ -159,6 +159,8 @@ def test_bad_inputs_exit_2_with_one_line(user, capsys, case: str, expected: str)
     assert len(err.splitlines()) == 1 and expected in err, err
     if case == "foreign_out":
         assert (out / "notes.txt").read_text() == "mine" and not (out / "results.json").exists()
+    # a refused merge leaves nothing behind: no marker or lock in the user's folder, no folder it created
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] if case == "foreign_out" else not out.exists()
 
 
 ZOO_MLP = "zoo:mlp?depth=2&width=16&in_features=5&num_classes=3"

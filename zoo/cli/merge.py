@@ -334,29 +334,30 @@ def run_merge(args: argparse.Namespace) -> int:
     """The ``merge`` sub-command (module docstring)."""
     from safetensors.torch import save
 
-    from transfer.files import atomic_write_bytes, atomic_write_json, claim_folder
+    from transfer.files import atomic_write_bytes, atomic_write_json, output_folder
 
     t0 = time.perf_counter()
-    out = claim_folder(args.out, TOOL, lambda name: name in OWNED)
-    setup = _setup(args)
-    timings: dict[str, Any] = {"setup": time.perf_counter() - t0}
-    progress = _Progress(out / "merge_progress.json", _key(args, setup))
-    aligned = _aligned(args, setup, progress, timings)
-    curves = _curves(args, setup, aligned, progress, timings)
-    state, scores = _merged(args, setup, aligned)
-    atomic_write_bytes(
-        out / "merged.safetensors", save({k: v.detach().cpu().contiguous().clone() for k, v in state.items()})
-    )
-    timings["total"] = time.perf_counter() - t0
-    results = {"models": args.models, "model": setup["model_id"], "align": args.align, "repair": args.repair,
-               "spec": setup["spec"].summary(), "barrier": "max over lambda of L - (L(0) + L(1)) / 2 (Git Re-Basin)",
-               "curves": {k: c.to_dict() for k, c in curves.items()}, "merged": scores, "timings": timings}  # fmt: skip
-    atomic_write_json(out / "results.json", results)
-    names = " ↔ ".join(Path(m).name for m in args.models[:2])
-    _plot(curves, out / "merge.png", f"{names}   ({setup['model_id']}, --align {args.align})")
-    print(f"merged {len(args.models)} models ({setup['spec'].summary()})   -> {out}/results.json")
-    for name, c in curves.items():
-        print(f"  {name:15s} loss barrier {c.loss_barrier:8.4f}   acc barrier {100 * c.acc_barrier:6.2f} pts   "
-              f"midpoint acc {100 * c.midpoint_acc:6.2f} %")  # fmt: skip
-    print(f"  merged model    acc {100 * scores['acc']:6.2f} %   -> {out}/merged.safetensors")
-    return 0
+    # a refused or failed merge leaves no marker, lock or folder behind (transfer.files.output_folder)
+    with output_folder(args.out, TOOL, lambda name: name in OWNED, f"{TOOL} {' '.join(args.models)}") as out:
+        setup = _setup(args)
+        timings: dict[str, Any] = {"setup": time.perf_counter() - t0}
+        progress = _Progress(out / "merge_progress.json", _key(args, setup))
+        aligned = _aligned(args, setup, progress, timings)
+        curves = _curves(args, setup, aligned, progress, timings)
+        state, scores = _merged(args, setup, aligned)
+        atomic_write_bytes(
+            out / "merged.safetensors", save({k: v.detach().cpu().contiguous().clone() for k, v in state.items()})
+        )
+        timings["total"] = time.perf_counter() - t0
+        results = {"models": args.models, "model": setup["model_id"], "align": args.align, "repair": args.repair,
+                   "spec": setup["spec"].summary(), "barrier": "max over lambda of L - (L(0) + L(1)) / 2 (Git Re-Basin)",
+                   "curves": {k: c.to_dict() for k, c in curves.items()}, "merged": scores, "timings": timings}  # fmt: skip
+        atomic_write_json(out / "results.json", results)
+        names = " ↔ ".join(Path(m).name for m in args.models[:2])
+        _plot(curves, out / "merge.png", f"{names}   ({setup['model_id']}, --align {args.align})")
+        print(f"merged {len(args.models)} models ({setup['spec'].summary()})   -> {out}/results.json")
+        for name, c in curves.items():
+            print(f"  {name:15s} loss barrier {c.loss_barrier:8.4f}   acc barrier {100 * c.acc_barrier:6.2f} pts   "
+                  f"midpoint acc {100 * c.midpoint_acc:6.2f} %")  # fmt: skip
+        print(f"  merged model    acc {100 * scores['acc']:6.2f} %   -> {out}/merged.safetensors")
+        return 0
