@@ -107,3 +107,52 @@ def test_no_public_function_takes_more_than_8_parameters(package):
         if len(params) > MAX_PUBLIC_PARAMETERS:
             wide.append(f"{where} {fn.name} ({len(params)} parameters)")
     assert not wide, "public functions over 8 parameters:\n" + "\n".join(wide)
+
+
+MAX_MODULE_LINES = 400
+
+
+def private_imports(module: str, tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for every ``from x import _name`` of another module and every ``x._name`` read
+    through an imported project module: a module's ``_names`` are its own."""
+    found, aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in PACKAGES:
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__") and node.module != module:
+                    found.append((node.lineno, f"{node.module}.{alias.name}"))
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in PACKAGES:
+                    aliases[alias.asname] = alias.name if alias.asname else None
+                    aliases.setdefault(alias.name.split(".")[0], alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            if isinstance(base, ast.Name) and aliases.get(base.id):
+                found.append((node.lineno, f"{aliases[base.id]}.{node.attr}"))
+    return found
+
+
+def test_private_imports_are_recognised():
+    tree = ast.parse("from transfer.engine import _check, run\nimport permgraph\npermgraph._x\nfrom os import _exit\n")
+    assert private_imports("zoo.train", tree) == [(1, "transfer.engine._check"), (3, "permgraph._x")]
+
+
+def test_no_private_name_is_imported_across_modules():
+    found = []
+    for module, path in modules():
+        for line, name in private_imports(module, ast.parse(path.read_text())):
+            found.append(f"{path.relative_to(ROOT)}:{line} uses {name}")
+    assert not found, "private names used outside their module (make them public or move them):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_is_longer_than_400_lines(package):
+    long = []
+    for module, path in modules():
+        lines = len(path.read_text().splitlines())
+        if module.split(".")[0] == package and lines > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(ROOT)} ({lines} lines)")
+    assert not long, "modules over 400 lines (split them by job):\n" + "\n".join(long)
