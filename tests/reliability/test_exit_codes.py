@@ -85,23 +85,23 @@ def test_damaged_transfer_state_and_results_are_named(work, capsys):
 
 
 def test_ctrl_c_in_transfer_is_one_line_and_exit_130(work, capsys, monkeypatch):
-    from transfer import engine
+    from transfer import loop
 
     def interrupted(self, record, callback):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine._Loop, "_steps", interrupted)
+    monkeypatch.setattr(loop.Loop, "_steps", interrupted)
     assert transfer(transfer_args(work, work / "out")) == 130
     assert "transfer: interrupted; run the same command again to resume" in one_line(capsys)
 
 
 def test_an_internal_error_is_one_line_with_exit_3_and_the_traceback_under_debug(work, capsys, monkeypatch):
-    from transfer import engine
+    from transfer import loop
 
     def broken(self, record, callback):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(engine._Loop, "_steps", broken)
+    monkeypatch.setattr(loop.Loop, "_steps", broken)
     assert transfer(transfer_args(work, work / "out")) == 3
     assert "internal error: RuntimeError: a bug (run again with --debug" in one_line(capsys)
     assert transfer(["--debug", *transfer_args(work, work / "out")]) == 3
