@@ -33,17 +33,16 @@ from typing import Any
 import torch
 from torch import nn
 
-import permgraph
 from permgraph.spec import PermSpec
 from transfer import distributed as dist
-from transfer.cache import load_spec, save_spec, spec_cache_file, spec_key
+from transfer.cache import save_spec, spec_key
 from transfer.checks import check_finite, check_same_architecture
 from transfer.context import SourcePoints, transferred_state
 from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
 from transfer.files import output_folder
 from transfer.identity import open_trajectory, state_sha, trajectory_sha
-from transfer.inputs import ModelInputs, infer_spec, inputs_from_batch
+from transfer.inputs import ModelInputs, inputs_from_batch
 from transfer.loop import Loop, RunContext
 from transfer.methods import TransferMethod, get_method
 from transfer.options import TransferOptions
@@ -58,6 +57,7 @@ from transfer.outputs import (
 )
 from transfer.phases import PHASES, PhaseClock, TimedGradients, TimedStore, process_age
 from transfer.results import TransferError
+from transfer.spec_lookup import find_spec
 from transfer.store import MemoryStore
 from transfer.trajectory import Trajectory
 from transfer.writer import RunOutputs
@@ -72,21 +72,6 @@ log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 TargetInit = Mapping[str, torch.Tensor] | Trajectory | str | os.PathLike
 Callback = Callable[[int, dict], None]
-
-
-def _still_exact(model: torch.nn.Module, spec: PermSpec, inputs: ModelInputs) -> bool:
-    """Whether a cached spec still leaves ``model``'s function unchanged (``permgraph.verify``): the
-    cache key names the model's classes' files, not every file its forward calls, so a hit is checked
-    before it is trusted, as an inferred spec is checked by its rules. A few forward passes: first
-    at float64 round-off (1e-11, the strictest default of ``verify``, and without its precision watch,
-    whose first use in a process costs 3 s of imports), then, for a model that computes in a coarser
-    dtype somewhere, with ``verify``'s own tolerance for it."""
-    if permgraph.verify(model, spec, inputs.args, inputs.kwargs, rtol=1e-11).ok:
-        return True
-    report = permgraph.verify(model, spec, inputs.args, inputs.kwargs)
-    if not report.ok:
-        log.info("ignoring a cached spec that no longer verifies: %s", report)
-    return bool(report.ok)
 
 
 class TransferEngine:
@@ -148,15 +133,7 @@ class TransferEngine:
         inputs = self.example_inputs or inputs_from_batch(self.model, self.data.example_batch())
         key = self._spec_key = spec_key(self.model, inputs.key())
         local = out / ".state" / SPEC_FILE if out is not None and dist.is_main() else None
-        user = spec_cache_file(key) if key is not None else None
-        places = [p for p in (local, user) if p is not None]
-        found = next(((p, s) for p in places if (s := load_spec(p, key, self.model)) is not None), None)
-        if found and not _still_exact(self.model, found[1], inputs):
-            found = None  # the key missed a change (a helper the forward calls lives in another file)
-        spec = found[1] if found else infer_spec(self.model, inputs)
-        # an output folder's copy may come from elsewhere: it serves that folder, never the user cache
-        for place in places[: places.index(found[0]) if found else len(places)]:
-            save_spec(place, key, spec)
+        spec = find_spec(self.model, inputs, key, local)
         self._pending["spec"] = self._pending.get("spec", 0.0) + time.perf_counter() - t0
         return spec
 
