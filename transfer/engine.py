@@ -158,24 +158,25 @@ class TransferEngine:
         tgt = self._target_run(cls, target, theta2_0)
         setting = self._setting(cls.name, src, init_desc, theta2_0, tgt)
         if out is None:
-            return self._run(cls, setting, (src, theta2_0, tgt), None, (callback, started))
+            return self._run(cls, setting, (src, theta2_0, tgt), None, (callback, started, None))
         out_path = Path(out)
         inputs = {"source trajectory": src.path, "target run": tgt.path if tgt else None,
                   "target init": _path_of(target_init)}  # fmt: skip
+        read: list[dict | None] = [None]  # results.json as the claim read it: the run adds its entry to it
         with contextlib.ExitStack() as held:
 
             def claim() -> None:
                 check_output_folder(out_path, cls.name, inputs, replaced=self.options.write_trajectory)
                 command = f"transfer run --method {cls.name}"
                 held.enter_context(output_folder(out_path, "transfer", owned_by_transfer, command))
-                check_results_setting(out_path, setting)
+                read[0] = check_results_setting(out_path, setting)
 
             agree(claim if dist.is_main() else None)
-            return self._run(cls, setting, (src, theta2_0, tgt), out_path, (callback, started))
+            return self._run(cls, setting, (src, theta2_0, tgt), out_path, (callback, started, read[0]))
 
     def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, out: Path | None, call: tuple) -> dict:
         src, theta2_0, tgt = inputs
-        callback, started = call
+        callback, started, existing = call
         t_spec = time.perf_counter()
         spec = self._spec_for_run(out)
         spec_seconds = time.perf_counter() - t_spec
@@ -191,7 +192,7 @@ class TransferEngine:
             store=store,
             target=tgt,
         )
-        outputs = RunOutputs(ctx, setting, out)
+        outputs = RunOutputs(ctx, setting, out, existing)
         loop = Loop(cls(ctx), setting, out, outputs)
         try:
             record = loop.run(callback)

@@ -123,13 +123,15 @@ def load_permutations(folder: str | os.PathLike) -> list[dict[str, torch.Tensor]
     return [steps[t] for t in sorted(steps)]
 
 
-def check_results_setting(out: Path, setting: Mapping[str, Any]) -> None:
+def check_results_setting(out: Path, setting: Mapping[str, Any]) -> dict | None:
+    """``out/results.json`` as read (None when there is none yet), refused when it holds another setting."""
     existing = load_results(out)
     if existing is not None and existing.get("setting") != shared_setting(setting):
         raise TransferError(
             f"{out / 'results.json'} holds results of another setting ({existing.get('setting')}); "
             "use another --out or delete it"
         )
+    return existing
 
 
 def replace_folder(new: Path, folder: Path) -> None:

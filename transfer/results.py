@@ -19,7 +19,7 @@ from typing import Any
 
 from transfer.files import atomic_write_json
 
-__all__ = ["TransferError", "load_results", "merge_result", "best_method"]
+__all__ = ["TransferError", "load_results", "with_method", "merge_result", "best_method"]
 
 RESULTS = "results.json"
 # the advice for a damaged results.json; following it works (tests/reliability)
@@ -67,14 +67,21 @@ def _valid_entry(entry: Any) -> bool:
     return numbers and isinstance(best, int) and not isinstance(best, bool) and 0 <= best < len(acc)
 
 
-def merge_result(out: Path, setting: Mapping[str, Any], method: str, result: Mapping[str, Any]) -> dict:
-    """Add (or replace) ``method``'s entry in ``out/results.json``; refuses another setting."""
-    results = load_results(out) or {"setting": dict(setting), "methods": {}}
+def with_method(out: Path, existing: Mapping[str, Any] | None, setting: Mapping[str, Any], method: str,
+                result: Mapping[str, Any]) -> dict:  # fmt: skip
+    """``existing`` (the results of ``out``, as read, or None) with ``method``'s entry added or replaced,
+    written to ``out/results.json``; refuses another setting."""
+    results = {**existing, "methods": dict(existing["methods"])} if existing else {"setting": dict(setting), "methods": {}}
     if results.get("setting") != dict(setting):
         raise TransferError(f"{out / RESULTS} holds results of another setting; use another --out")
     results["methods"][method] = dict(result)
     atomic_write_json(out / RESULTS, results)
     return results
+
+
+def merge_result(out: Path, setting: Mapping[str, Any], method: str, result: Mapping[str, Any]) -> dict:
+    """Add (or replace) ``method``'s entry in ``out/results.json``; refuses another setting."""
+    return with_method(out, load_results(out), setting, method, result)
 
 
 def best_method(results: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from transfer.files import atomic_write_bytes, temporary_folder
 from transfer.lap import LapProofs
 from transfer.outputs import PERMUTATIONS, replace_folder, shared_setting
 from transfer.phases import PHASES
-from transfer.results import merge_result
+from transfer.results import with_method
 from transfer.trajectory import TrajectoryWriter, schedule_lambdas
 
 __all__ = ["RunOutputs"]
@@ -34,8 +34,9 @@ class RunOutputs:
     the store), :meth:`checkpoint` writes each evaluated step from memory, :meth:`write` finishes the
     trajectory and the entry, :meth:`abort` leaves nothing behind."""
 
-    def __init__(self, ctx: TransferContext, setting: dict, out: Path | None) -> None:
+    def __init__(self, ctx: TransferContext, setting: dict, out: Path | None, existing: dict | None = None) -> None:
         self.ctx, self.setting, self.out = ctx, setting, out
+        self.existing = existing  # OUT/results.json as the folder's claim read it (the folder is held since)
         self.written = out is not None and dist.is_main() and ctx.options.write_trajectory
         self.seconds = 0.0  # spent writing checkpoints (the "writing" phase)
         self._tmp: Path | None = None
@@ -111,7 +112,7 @@ class RunOutputs:
         result["trajectory"] = self.written
         if self.out is None or not dist.is_main():
             return result
-        merge_result(self.out, shared_setting(self.setting), self.setting["method"], result)
+        with_method(self.out, self.existing, shared_setting(self.setting), self.setting["method"], result)
         return result
 
     def _resumed_state(self, t: int, perm: Permutation) -> State:
