@@ -109,9 +109,9 @@ def _verdict(cos_id: float, cos_perm: float, ratio: float) -> tuple[str, list[st
         reasons = [f"the matched permutation raises the held-out gradient cosine by {gain:+.3f}: the two runs' "
                    "gradients agree up to a permutation, which gradient matching exploits"]  # fmt: skip
     else:
-        reasons = [f"the matched permutation changes the held-out gradient cosine by only {gain:+.3f} "
-                   f"(needs +{MIN_GAIN} and x{MIN_FACTOR}): no permutation makes the target's gradients look like "
-                   "the source's, so GMT / FGMT have nothing to match"]  # fmt: skip
+        reasons = [f"the matched permutation takes the held-out gradient cosine only from {cos_id:.3f} to {cos_perm:.3f} "
+                   f"(needs a gain of +{MIN_GAIN} and at least x{MIN_FACTOR} the unpermuted cosine): no permutation "
+                   "makes the target's gradients look like the source's, so GMT / FGMT have nothing to match"]  # fmt: skip
     if dominated:
         reasons.append(f"the source's change outweighs the target init (ratio {ratio:.2f} < {NAIVE_RATIO}): adding it "
                        "unpermuted (Naive) already works, so a permutation has little to add over Naive")  # fmt: skip
