@@ -52,14 +52,16 @@ class SourcePoints:
     """The source trajectory at t = 0..T: the paper's linear trajectory between its first and last
     checkpoints (``linear``), or T+1 of its recorded checkpoints, evenly spaced."""
 
-    def __init__(self, source: Trajectory, param_keys: list[str], options: TransferOptions) -> None:
+    def __init__(self, source: Trajectory, param_keys: list[str], options: TransferOptions, *,
+                 ends: tuple[State, State] | None = None) -> None:  # fmt: skip
+        """``ends``: the source's first and last checkpoints when the caller has read them already."""
         self.source, self.param_keys, self.T = source, param_keys, options.T
-        theta1_0 = source.init()
+        theta1_0 = ends[0] if ends is not None else source.init()
         self.theta1_0 = {k: theta1_0[k] for k in param_keys}
         self._buffers = {k: v for k, v in theta1_0.items() if k not in self.theta1_0}
         self.index: list[int] | None = None
         if options.linear:
-            final = source.final()
+            final = ends[1] if ends is not None else source.final()
             final_params = {k: final[k] for k in param_keys}
             self._linear = LinearTrajectory(self.theta1_0, final_params, options.T, options.schedule)
         else:

@@ -153,12 +153,12 @@ class TransferEngine:
         the resume state go (None: nothing is written). ``callback(t, record)`` runs after each step."""
         started = time.perf_counter()
         cls = _method_class(method)
-        src = self._source(source)
+        src, ends = self._source(source)
         theta2_0, init_desc = self._target_init(target_init)
         tgt = self._target_run(cls, target, theta2_0)
         setting = self._setting(cls.name, src, init_desc, theta2_0, tgt)
         if out is None:
-            return self._run(cls, setting, (src, theta2_0, tgt), None, (callback, started, None))
+            return self._run(cls, setting, (src, ends, theta2_0, tgt), None, (callback, started, None))
         out_path = Path(out)
         inputs = {"source trajectory": src.path, "target run": tgt.path if tgt else None,
                   "target init": _path_of(target_init)}  # fmt: skip
@@ -172,10 +172,10 @@ class TransferEngine:
                 read[0] = check_results_setting(out_path, setting)
 
             agree(claim if dist.is_main() else None)
-            return self._run(cls, setting, (src, theta2_0, tgt), out_path, (callback, started, read[0]))
+            return self._run(cls, setting, (src, ends, theta2_0, tgt), out_path, (callback, started, read[0]))
 
     def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, out: Path | None, call: tuple) -> dict:
-        src, theta2_0, tgt = inputs
+        src, ends, theta2_0, tgt = inputs
         callback, started, existing = call
         t_spec = time.perf_counter()
         spec = self._spec_for_run(out)
@@ -187,7 +187,7 @@ class TransferEngine:
             spec=spec,
             options=self.options,
             gradients=TimedGradients(self.model, self.data, self.options, loss_fn=self.loss_fn, clock=clock),
-            source=SourcePoints(src, self.param_keys, self.options),
+            source=SourcePoints(src, self.param_keys, self.options, ends=ends),
             theta2_0=theta2_0,
             store=store,
             target=tgt,
@@ -218,7 +218,8 @@ class TransferEngine:
         return self._spec
 
     # ---- inputs ---------------------------------------------------------------------
-    def _source(self, source: Trajectory | str | os.PathLike) -> Trajectory:
+    def _source(self, source: Trajectory | str | os.PathLike) -> tuple[Trajectory, tuple[State, State]]:
+        """The source run, checked, and its first and last checkpoints (read and hashed once)."""
         src = open_trajectory(source, "source trajectory")
         if not src.complete and not self.options.allow_incomplete:
             last = src.steps[-1] if src.steps else 0
@@ -232,8 +233,9 @@ class TransferEngine:
         check_same_architecture(self.model.state_dict(), theta1_0, f"the source trajectory {src.path} (recorded model "
                                  f"{src.model!r})", self.model_name)  # fmt: skip
         check_finite(theta1_0, "the source init")
-        check_finite(src.final(), "the source's final checkpoint")
-        return src
+        theta1_T = src.final()
+        check_finite(theta1_T, "the source's final checkpoint")
+        return src, (theta1_0, theta1_T)
 
     def _target_init(self, target_init: TargetInit) -> tuple[State, str]:
         if isinstance(target_init, Mapping):
