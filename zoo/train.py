@@ -31,7 +31,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -56,7 +56,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("constant", "cosine")
+LRSchedule = Literal["constant", "cosine"]  # learning-rate schedules (not the trajectory's: transfer.schedules)
+LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class TrainRecipe:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "constant"
+    schedule: LRSchedule = "constant"
     batch_size: int = 128
     checkpoint_every: str | int = "epoch"
     augment: bool = True

@@ -61,3 +61,12 @@ def test_the_sorted_start_is_a_sentinel_not_a_string():
     assert torch.equal(m.solve(init=SORTED)["h"], m.solve(init="sorted")["h"])
     with pytest.raises(ValueError, match="SORTED"):
         m.solve(init="sortd")
+
+
+def test_zoo_train_offers_the_recipes_learning_rate_schedules():
+    from zoo.cli.zoo import build_parser
+    from zoo.train import LR_SCHEDULES, TrainRecipe
+
+    action = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                  if a.dest == "schedule")  # fmt: skip
+    assert tuple(action.choices) == LR_SCHEDULES and action.default == TrainRecipe.schedule

@@ -42,7 +42,7 @@ def add_recipe_flags(p: argparse.ArgumentParser, *, epochs_required: bool = True
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=0.0)
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")  # zoo.train.LRSchedule
     p.add_argument("--no-augment", dest="augment", action="store_false", help="skip the dataset's augmentation")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
