@@ -33,6 +33,7 @@ from permgraph.activations import GraphRunner
 from permgraph.rules import op_name
 from permgraph.spec import PermSpec
 from transfer.evaluation import batch_to, model_device
+from transfer.gradients import batchnorm_modules, has_batchnorm
 from transfer.inputs import call_model
 from transfer.merge.alignment import model_call
 from transfer.merge.path import StateDict, reiterable
@@ -54,11 +55,6 @@ class RepairSite:
     level: int = 0  # 1 + the highest level of the sites it depends on: one measuring pass per level
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether the model holds a BatchNorm layer with running statistics."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
-
-
 @torch.no_grad()
 def reset_batchnorm(model: nn.Module, state: Mapping[str, torch.Tensor], batches: Iterable[Any]) -> StateDict:
     """``state`` with every BatchNorm's running mean and variance re-estimated on ``batches`` (a
@@ -67,11 +63,10 @@ def reset_batchnorm(model: nn.Module, state: Mapping[str, torch.Tensor], batches
     work.load_state_dict(state)
     work.eval()
     device = model_device(work)
-    for m in work.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
+    for m in batchnorm_modules(work):
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
     seen = False
     for batch in batches:
         call_model(work, batch_to(batch, device))
