@@ -139,6 +139,20 @@ def _one_hot(ctx: Context) -> RuleOutput:
     return ctx.layouts(x) + [classes]
 
 
+def _tie_other_axes(ctx: Context, x, index, d: int, shorter: str) -> None:
+    """gather / scatter: every axis but ``d`` of ``x`` and the index is tied where the two are as long,
+    blocked on both (with ``shorter`` as the reason) where the index covers only the first units."""
+    (tx, sx), (ti, si) = x, index
+    for a, (lx, li) in enumerate(zip(tx, ti)):
+        if a == d:
+            continue
+        if sx[a] == si[a]:
+            ctx.unify(lx, li)
+        else:
+            ctx.block(lx, shorter)
+            ctx.block(li, shorter)
+
+
 @register("aten.gather")
 def _gather(ctx: Context) -> RuleOutput:
     """``out[i][j] = x[i][index[i][j]]`` (for ``dim`` 1): the output has the index's axes;
@@ -149,14 +163,7 @@ def _gather(ctx: Context) -> RuleOutput:
     sx, si = ctx.shape(x), ctx.shape(index)
     d = dim_index(ctx["dim"], len(tx))
     pick(ctx, tx[d], index, "gather picks units by position")
-    for a, (lx, li) in enumerate(zip(tx, ti)):
-        if a == d:
-            continue
-        if sx[a] == si[a]:
-            ctx.unify(lx, li)
-        else:
-            ctx.block(lx, "gather reads only the first units of this axis")
-            ctx.block(li, "gather reads only the first units of this axis")
+    _tie_other_axes(ctx, (tx, sx), (ti, si), d, "gather reads only the first units of this axis")
     return ti
 
 
@@ -216,14 +223,7 @@ def _scatter_like(ctx: Context, entries_commute: bool) -> RuleOutput:
     sx, si = ctx.shape(x), ctx.shape(index)
     d = dim_index(ctx["dim"], len(tx))
     pick(ctx, tx[d], index, "scatter writes units by position")
-    for a, (lx, li) in enumerate(zip(tx, ti)):
-        if a == d:
-            continue
-        if sx[a] == si[a]:
-            ctx.unify(lx, li)
-        else:
-            ctx.block(lx, "scatter writes only the first units of this axis")
-            ctx.block(li, "scatter writes only the first units of this axis")
+    _tie_other_axes(ctx, (tx, sx), (ti, si), d, "scatter writes only the first units of this axis")
     if ctx.is_tensor(src):
         ts, ss = ctx.layouts(src), ctx.shape(src)
         for a, (li, ls) in enumerate(zip(ti, ts)):
