@@ -59,7 +59,7 @@ def _triple(ctx: Context, merger: Merger, seeds: list[int]) -> dict[str, Any]:
         options = MergeOptions(method=method, mergemany=many, max_sweeps=int(ctx.config.get("max_sweeps", 10)))
         m = merge(merger.net, states, spec=merger.spec, batches=merger.stat, options=options)
         repaired = Repair(merger.net, merger.spec, m.aligned, merger.stat)(m.state, [1 / len(states)] * len(states))
-        curve = evaluate_path(merger.net, states[0], m.state, merger.test, lambdas=merger.lambdas)
+        curve = evaluate_path(merger.net, m.aligned[0], m.state, merger.test, lambdas=merger.lambdas)
         res["merges"][name] = {"acc": _acc(merger, m.state), "acc_repair": _acc(merger, repaired),
                                "seconds": m.timings.get("total", 0.0), "sweeps": m.sweeps,
                                "curve": curve.to_dict()}  # fmt: skip
@@ -124,7 +124,7 @@ class MergeMany(Experiment):
         for i, (name, curves) in enumerate(results["curves"].items()):
             acc = [100 * statistics.fmean(c["acc"][j] for c in curves) for j in range(len(lams))]
             axes[0].plot(lams, acc, color=f"C{i}", label=name)
-        axes[0].set_xlabel("λ (0: the triple's first model, 1: the merged model)")
+        axes[0].set_xlabel("λ (0: the first model as aligned, 1: the merged model)")
         axes[0].set_ylabel("test accuracy (%)")
         axes[0].legend(fontsize=7)
         axes[0].grid(alpha=0.3)
