@@ -28,3 +28,16 @@ def private_cache(tmp_path_factory):
         os.environ.pop("PERMGRAPH_CACHE", None)
     else:
         os.environ["PERMGRAPH_CACHE"] = before
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``user_module(name, code)``: write the user's own module and put it on ``sys.path``, as a user
+    naming ``name:factory`` on the command line would have it."""
+
+    def write(name: str, code: str):
+        (tmp_path / f"{name}.py").write_text(code)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        return tmp_path / f"{name}.py"
+
+    return write

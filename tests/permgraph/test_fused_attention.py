@@ -206,11 +206,9 @@ def test_a_stand_in_used_as_a_whole_ties_every_slice_it_stands_for():
     assert g2.blocked_reasons(q) and g2.blocked_reasons(k)
 
 
-def test_inspect_shows_separate_groups_for_a_multihead_attention_encoder(tmp_path, monkeypatch, capsys):
-    (tmp_path / "fused_models.py").write_text(
-        "from tests.permgraph.test_fused_attention import MHAEncoder\n"
-        "def encoder():\n    return MHAEncoder(True)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_inspect_shows_separate_groups_for_a_multihead_attention_encoder(user_module, capsys):
+    user_module("fused_models", "from tests.permgraph.test_fused_attention import MHAEncoder\n"
+                "def encoder():\n    return MHAEncoder(True)\n")  # fmt: skip
     assert main(["inspect", "fused_models:encoder", "--input", "2,4,5"]) == 0
     table = capsys.readouterr().out
     assert "4 free groups" in table  # stream, heads, query/key dims, value dims

@@ -68,11 +68,10 @@ class Net(nn.Module):
 '''
 
 
-def test_the_command_line_uses_a_rule_registered_by_the_users_module(tmp_path, monkeypatch, capsys):
+def test_the_command_line_uses_a_rule_registered_by_the_users_module(user_module, capsys):
     from zoo.cli.permgraph import main
 
-    (tmp_path / "pgtest_cli_models.py").write_text(MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    user_module("pgtest_cli_models", MODULE)
     try:
         assert main(["inspect", "pgtest_cli_models:Net", "--input", "2,4"]) == 0
         assert "fc1.out" in capsys.readouterr().out.split("PermSpec")[0]  # listed as a free group

@@ -95,11 +95,9 @@ def test_tuple_index_or_dict_key_chooses_the_output(as_dict, chosen):
     assert report.ok and report.outputs_compared == 1, report
 
 
-def test_command_line_output_flag(tmp_path, monkeypatch, capsys):
-    (tmp_path / "two_heads.py").write_text(
-        "from tests.permgraph.test_outputs import TwoHeads\n"
-        "def net():\n    return TwoHeads(as_dict=True)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_command_line_output_flag(user_module, capsys):
+    user_module("two_heads", "from tests.permgraph.test_outputs import TwoHeads\n"
+                "def net():\n    return TwoHeads(as_dict=True)\n")  # fmt: skip
     assert main(["inspect", "two_heads:net", "--input", "5,4"]) == 0
     assert "1 free groups" in capsys.readouterr().out
     assert main(["inspect", "two_heads:net", "--input", "5,4", "--output", "out"]) == 0

@@ -136,8 +136,7 @@ def test_encoder_decoder_examples_are_keyword_inputs():
     assert out.logits.shape == (2, 4, 64)
 
 
-def test_a_factory_that_raises_is_bad_input_naming_it(tmp_path, monkeypatch):
-    (tmp_path / "brokenmodels.py").write_text("def net(width=4):\n    raise RuntimeError('no GPU here')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_a_factory_that_raises_is_bad_input_naming_it(user_module):
+    user_module("brokenmodels", "def net(width=4):\n    raise RuntimeError('no GPU here')\n")
     with pytest.raises(ZooError, match=r"brokenmodels\.net .*RuntimeError: no GPU here"):
         build("brokenmodels:net?width=8", trust_code=True)
