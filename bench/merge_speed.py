@@ -104,6 +104,29 @@ def measure(name: str, batches: int, batch_size: int, size: int, seed: int) -> d
     return row
 
 
+def _table_row(r: dict) -> str:
+    w, a = r["weight"], r["activation"]
+    return (
+        f"| {r['model']} | {r['groups']} ({r['largest_group']}) | {r['infer_s']:.1f} | {w['solve_s']:.1f} "
+        f"({w['lap_calls']}, {w['sweeps']}) | {w['end_to_end_s']:.1f} | {w['recovered']}/{r['groups']} | "
+        f"{a['collect_s']:.1f} | {a['solve_s']:.1f} ({a['lap_calls']}) | {a['end_to_end_s']:.1f} | "
+        f"{a['recovered']}/{r['groups']} |"
+    )
+
+
+def _reading(r: dict) -> str:
+    w, a = r["weight"], r["activation"]
+    rank_note = ("." if a["recovered"] == r["groups"] else
+                 ": a group with more units than samples (here vgg's 4096-unit classifier layers, which see one "
+                 "sample per image) has a rank-deficient correlation; read more batches.")  # fmt: skip
+    return (
+        f"- {r['model']}: weight matching spent {w['lap_s']:.1f} s of its {w['solve_s']:.1f} s solve in "
+        f"{w['lap_calls']} LAPs (the rest forming cost matrices over {w['sweeps']} sweeps); activation matching "
+        f"is one LAP per group ({a['solve_s']:.1f} s), and its time is running the two models "
+        f"({a['collect_s']:.1f} s). It recovered {a['recovered']}/{r['groups']} planted groups" + rank_note
+    )
+
+
 def render(rows: list[dict], meta: dict) -> str:
     lines = [
         "# Merge speed: weight matching and activation matching (CPU)",
@@ -122,27 +145,10 @@ def render(rows: list[dict], meta: dict) -> str:
         "AM collect s | AM solve s (LAPs) | AM end to end s | AM recovered |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        w, a = r["weight"], r["activation"]
-        lines.append(
-            f"| {r['model']} | {r['groups']} ({r['largest_group']}) | {r['infer_s']:.1f} | {w['solve_s']:.1f} "
-            f"({w['lap_calls']}, {w['sweeps']}) | {w['end_to_end_s']:.1f} | {w['recovered']}/{r['groups']} | "
-            f"{a['collect_s']:.1f} | {a['solve_s']:.1f} ({a['lap_calls']}) | {a['end_to_end_s']:.1f} | "
-            f"{a['recovered']}/{r['groups']} |"
-        )
+    lines += [_table_row(r) for r in rows]
     lines += ["", f"Activation matching read {rows[0]['activation']['samples']} per model." if rows else "", ""]
     lines += ["Reading:", ""]
-    for r in rows:
-        w, a = r["weight"], r["activation"]
-        lines.append(
-            f"- {r['model']}: weight matching spent {w['lap_s']:.1f} s of its {w['solve_s']:.1f} s solve in "
-            f"{w['lap_calls']} LAPs (the rest forming cost matrices over {w['sweeps']} sweeps); activation matching "
-            f"is one LAP per group ({a['solve_s']:.1f} s), and its time is running the two models "
-            f"({a['collect_s']:.1f} s). It recovered {a['recovered']}/{r['groups']} planted groups"
-            + ("." if a["recovered"] == r["groups"] else
-               ": a group with more units than samples (here vgg's 4096-unit classifier layers, which see one "
-               "sample per image) has a rank-deficient correlation; read more batches.")
-        )  # fmt: skip
+    lines += [_reading(r) for r in rows]
     lines += ["", f"Beside the claim: {GIT_REBASIN} On this loaded 2-core machine neither method is a matter of "
               "seconds for these two nets; the wall times include the other jobs' share of the cores (at load average "
               "4.8, docs/results/solvers.md measured the vgg11_bn solve at 370 s from both starts, this default, "
