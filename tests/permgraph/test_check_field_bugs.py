@@ -88,11 +88,24 @@ def test_a_left_out_running_mean_is_named(bench):
     assert f.members == ("layer1.0.bn2.running_mean axis 0",) and f.change > 1e-6
 
 
-def test_stage_groups_shifted_by_one(bench):
-    report = check(bench, "resnet20", fs.rebasin(fs.resnet20_spec(shift_stages=True)))
+# bugs whose findings alone say everything: (model, the buggy spec, the findings it must produce)
+LOCALISED = {
+    "stage groups shifted by one": ("resnet20", lambda: fs.resnet20_spec(shift_stages=True), [
+        (FindingKind.SIZE_MISMATCH, "P_s1", "layer2.0.conv2.weight axis 0"),
+        (FindingKind.SIZE_MISMATCH, "P_s2", "layer3.0.shortcut.0.weight axis 0")]),
+    "grouped-query attention with one q/k permutation": ("gqa", lambda: fs.gqa_spec(qk_as_one=True), [
+        (FindingKind.MIXES_HEADS, "P_qk", "attn.q.weight axis 0"),
+        (FindingKind.SIZE_MISMATCH, "P_qk", "attn.k.weight axis 0")]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("bug", list(LOCALISED))
+def test_a_bug_is_found_where_it_is(bench, bug):
+    model, spec, expected = LOCALISED[bug]
+    report = check(bench, model, fs.rebasin(spec()))
     assert not report.ok
-    finding(report, FindingKind.SIZE_MISMATCH, "P_s1", "layer2.0.conv2.weight axis 0")
-    finding(report, FindingKind.SIZE_MISMATCH, "P_s2", "layer3.0.shortcut.0.weight axis 0")
+    for kind, group, member in expected:
+        finding(report, kind, group, member)
 
 
 def test_conv2_and_norm2_listed_where_conv3_and_norm3_belong(bench):
@@ -142,13 +155,6 @@ def test_query_and_key_rows_of_all_heads_under_one_permutation(bench):
     f = finding(report, FindingKind.MIXES_HEADS, "P_qk", "attn.q.weight axis 0")
     assert "attn.q.out (2 units" in f.message and f.change > 1e-6
     finding(report, FindingKind.MIXES_HEADS, "P_qk", "attn.k.bias axis 0")
-
-
-def test_grouped_query_attention_with_one_qk_permutation(bench):
-    report = check(bench, "gqa", fs.rebasin(fs.gqa_spec(qk_as_one=True)))
-    assert not report.ok
-    finding(report, FindingKind.MIXES_HEADS, "P_qk", "attn.q.weight axis 0")
-    finding(report, FindingKind.SIZE_MISMATCH, "P_qk", "attn.k.weight axis 0")
 
 
 def test_incomplete_but_sound_spec_names_what_it_leaves_unused(bench):
