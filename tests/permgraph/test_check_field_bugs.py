@@ -38,6 +38,13 @@ def check(bench, name, spec):
     return permgraph.check_spec(model, spec, args, inferred=inferred)
 
 
+def failing(bench, name, spec):
+    """The report of a spec that must fail the check."""
+    report = check(bench, name, spec)
+    assert not report.ok, report
+    return report
+
+
 def finding(report, kind, perm, member):
     """The finding of ``kind`` for ``perm`` that names ``member``; fails showing the report."""
     for f in report.findings:
@@ -72,8 +79,7 @@ def test_every_models_own_to_rebasin_round_trips_exactly(bench, name, tmp_path):
 def test_a_left_out_bias_is_named_and_confirmed(bench):
     spec = fs.mlp_spec()
     del spec["fc1.bias"]
-    report = check(bench, "mlp", fs.rebasin(spec))
-    assert not report.ok
+    report = failing(bench, "mlp", fs.rebasin(spec))
     f = finding(report, FindingKind.LEAVES_OUT_TIED, "P0", "fc1.bias axis 0")
     assert f.change > 1e-3 and "permutes fc1.weight axis 0 but not fc1.bias axis 0" in f.message
     assert "changes the output by" in f.message
@@ -82,8 +88,7 @@ def test_a_left_out_bias_is_named_and_confirmed(bench):
 def test_a_left_out_running_mean_is_named(bench):
     spec = fs.resnet20_spec()
     del spec["layer1.0.bn2.running_mean"]
-    report = check(bench, "resnet20", fs.rebasin(spec))
-    assert not report.ok
+    report = failing(bench, "resnet20", fs.rebasin(spec))
     f = finding(report, FindingKind.LEAVES_OUT_TIED, "P_s1", "layer1.0.bn2.running_mean axis 0")
     assert f.members == ("layer1.0.bn2.running_mean axis 0",) and f.change > 1e-6
 
@@ -102,15 +107,13 @@ LOCALISED = {
 @pytest.mark.parametrize("bug", list(LOCALISED))
 def test_a_bug_is_found_where_it_is(bench, bug):
     model, spec, expected = LOCALISED[bug]
-    report = check(bench, model, fs.rebasin(spec()))
-    assert not report.ok
+    report = failing(bench, model, fs.rebasin(spec()))
     for kind, group, member in expected:
         finding(report, kind, group, member)
 
 
 def test_conv2_and_norm2_listed_where_conv3_and_norm3_belong(bench):
-    report = check(bench, "bottleneck", fs.rebasin(fs.bottleneck_spec(conv2_for_conv3=True)))
-    assert not report.ok
+    report = failing(bench, "bottleneck", fs.rebasin(fs.bottleneck_spec(conv2_for_conv3=True)))
     f = finding(report, FindingKind.SIZE_MISMATCH, "P_s1", "layer1.1.conv2.weight axis 0")
     assert "belong to layer1.1.conv2.out" in f.message
     finding(report, FindingKind.SIZE_MISMATCH, "P_s1", "layer1.1.bn2.running_mean axis 0")
@@ -134,8 +137,7 @@ def test_repeated_keys_in_a_json_spec_are_named_with_their_lines(bench, tmp_path
 
 def test_logits_permuted_with_the_last_hidden_group(bench):
     spec = fs.vgg_spec() | {"classifier.2.weight": ("P_fc0", "P_fc0"), "classifier.2.bias": ("P_fc0",)}
-    report = check(bench, "vgg", fs.rebasin(spec))
-    assert not report.ok
+    report = failing(bench, "vgg", fs.rebasin(spec))
     f = finding(report, FindingKind.PERMUTES_OUTPUT, "P_fc0", "classifier.2.weight axis 0")
     assert "model's output" in f.message and f.change > 1e-3  # confirmed by permuting that axis alone
     finding(report, FindingKind.PERMUTES_OUTPUT, "P_fc0", "classifier.2.bias axis 0")
@@ -143,15 +145,13 @@ def test_logits_permuted_with_the_last_hidden_group(bench):
 
 def test_one_dimensional_batchnorm_tensors_given_two_axes(bench):
     spec = fs.vgg_spec() | {f"features.1.{k}": ("P_conv0", "P_conv0") for k in ("weight", "bias")}
-    report = check(bench, "vgg", fs.rebasin(spec))
-    assert not report.ok
+    report = failing(bench, "vgg", fs.rebasin(spec))
     f = finding(report, FindingKind.WRONG_RANK, "P_conv0", "features.1.weight")
     assert "2 entries, but it is 1-D" in f.message
 
 
 def test_query_and_key_rows_of_all_heads_under_one_permutation(bench):
-    report = check(bench, "vit", fs.rebasin(fs.vit_spec(qk_as_one=True)))
-    assert not report.ok
+    report = failing(bench, "vit", fs.rebasin(fs.vit_spec(qk_as_one=True)))
     f = finding(report, FindingKind.MIXES_HEADS, "P_qk", "attn.q.weight axis 0")
     assert "attn.q.out (2 units" in f.message and f.change > 1e-6
     finding(report, FindingKind.MIXES_HEADS, "P_qk", "attn.k.bias axis 0")
