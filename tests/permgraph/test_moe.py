@@ -148,10 +148,9 @@ def test_stacked_top1_and_top2_routing_both_verify():
 
 
 def _run(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    copy = type(model)() if not isinstance(model, Stacked) else Stacked(k=model.k)
-    copy.double().load_state_dict(state)
+    """The model's output with ``state`` in place of its own tensors (the model is left as it is)."""
     with torch.no_grad():
-        return copy(x)
+        return torch.func.functional_call(model, state, (x,))
 
 
 def test_permuting_experts_and_router_rows_by_hand_keeps_the_function():

@@ -63,10 +63,9 @@ def test_the_conv_before_a_shuffle_moves_in_blocks_of_r_squared():
 
 
 def _forward(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    other = type(model)().double()
-    other.load_state_dict(state)
+    """The model's output with ``state`` in place of its own tensors (the model is left as it is)."""
     with torch.no_grad():
-        return other(x)
+        return torch.func.functional_call(model, state, (x,))
 
 
 def test_by_hand_whole_blocks_keep_the_function_and_sub_pixels_do_not():
