@@ -76,21 +76,21 @@ def test_every_models_own_to_rebasin_round_trips_exactly(bench, name, tmp_path):
         assert not report.findings
 
 
-def test_a_left_out_bias_is_named_and_confirmed(bench):
-    spec = fs.mlp_spec()
-    del spec["fc1.bias"]
-    report = failing(bench, "mlp", fs.rebasin(spec))
-    f = finding(report, FindingKind.LEAVES_OUT_TIED, "P0", "fc1.bias axis 0")
-    assert f.change > 1e-3 and "permutes fc1.weight axis 0 but not fc1.bias axis 0" in f.message
-    assert "changes the output by" in f.message
+# a tensor left out of the spec: (model, its correct spec, the key left out, the hand group, the tensor it ties to)
+LEFT_OUT = {
+    "bias": ("mlp", fs.mlp_spec, "fc1.bias", "P0", "fc1.weight axis 0"),
+    "running mean": ("resnet20", fs.resnet20_spec, "layer1.0.bn2.running_mean", "P_s1", "layer1.0.bn2.running_var axis 0"),
+}  # fmt: skip
 
 
-def test_a_left_out_running_mean_is_named(bench):
-    spec = fs.resnet20_spec()
-    del spec["layer1.0.bn2.running_mean"]
-    report = failing(bench, "resnet20", fs.rebasin(spec))
-    f = finding(report, FindingKind.LEAVES_OUT_TIED, "P_s1", "layer1.0.bn2.running_mean axis 0")
-    assert f.members == ("layer1.0.bn2.running_mean axis 0",) and f.change > 1e-6
+@pytest.mark.parametrize("what", list(LEFT_OUT))
+def test_a_left_out_tensor_is_named_and_confirmed(bench, what):
+    model, correct, key, group, tied_to = LEFT_OUT[what]
+    spec = correct()
+    del spec[key]
+    f = finding(failing(bench, model, fs.rebasin(spec)), FindingKind.LEAVES_OUT_TIED, group, f"{key} axis 0")
+    assert f.members == (f"{key} axis 0",) and f.change > 1e-6
+    assert f"permutes {tied_to} but not {key} axis 0" in f.message and "changes the output by" in f.message
 
 
 # bugs whose findings alone say everything: (model, the buggy spec, the findings it must produce)
