@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import permgraph
+from tests.permgraph.by_hand import output_with
 
 D, H, E, T = 6, 5, 4, 7
 
@@ -147,44 +148,38 @@ def test_stacked_top1_and_top2_routing_both_verify():
         assert permgraph.verify(model, spec, (tokens(),)).ok
 
 
-def _run(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The model's output with ``state`` in place of its own tensors (the model is left as it is)."""
-    with torch.no_grad():
-        return torch.func.functional_call(model, state, (x,))
-
-
 def test_permuting_experts_and_router_rows_by_hand_keeps_the_function():
     torch.manual_seed(1)
     model, x = Stacked().double(), tokens()
     state = model.state_dict()
-    y = _run(model, state, x)
+    y = output_with(model, state, x)
     sigma = torch.tensor([2, 0, 3, 1])
     moved = dict(state)
     for key in ("router.weight", "router.bias", "w1", "b1", "w2"):
         moved[key] = state[key][sigma]
-    assert torch.allclose(_run(model, moved, x), y, atol=1e-12)
+    assert torch.allclose(output_with(model, moved, x), y, atol=1e-12)
     experts_only = {k: (v[sigma] if k in ("w1", "b1", "w2") else v) for k, v in state.items()}
     router_only = {k: (v[sigma] if k.startswith("router") else v) for k, v in state.items()}
-    assert not torch.allclose(_run(model, experts_only, x), y, atol=1e-6)  # the control: both must move
-    assert not torch.allclose(_run(model, router_only, x), y, atol=1e-6)
+    assert not torch.allclose(output_with(model, experts_only, x), y, atol=1e-6)  # the control: both must move
+    assert not torch.allclose(output_with(model, router_only, x), y, atol=1e-6)
 
 
 def test_expert_hidden_units_by_hand_shared_and_per_expert():
     torch.manual_seed(2)
     model, x = Stacked().double(), tokens()
     state = model.state_dict()
-    y = _run(model, state, x)
+    y = output_with(model, state, x)
     p = torch.tensor([4, 2, 0, 1, 3])
     shared = dict(state, w1=state["w1"][:, p], b1=state["b1"][:, p], w2=state["w2"][:, :, p])
-    assert torch.allclose(_run(model, shared, x), y, atol=1e-12)  # what the spec claims
+    assert torch.allclose(output_with(model, shared, x), y, atol=1e-12)  # what the spec claims
     perms = [torch.randperm(H) for _ in range(E)]  # one per expert: also a symmetry, not claimed
     each = dict(state)
     each["w1"] = torch.stack([state["w1"][e][q] for e, q in enumerate(perms)])
     each["b1"] = torch.stack([state["b1"][e][q] for e, q in enumerate(perms)])
     each["w2"] = torch.stack([state["w2"][e][:, q] for e, q in enumerate(perms)])
-    assert torch.allclose(_run(model, each, x), y, atol=1e-12)
+    assert torch.allclose(output_with(model, each, x), y, atol=1e-12)
     half = dict(state, w1=state["w1"][:, p], b1=state["b1"][:, p])  # the control: w2 must move too
-    assert not torch.allclose(_run(model, half, x), y, atol=1e-6)
+    assert not torch.allclose(output_with(model, half, x), y, atol=1e-6)
 
 
 @pytest.mark.parametrize("cls", [Loop, MixtralLoop])

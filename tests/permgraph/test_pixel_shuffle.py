@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import permgraph
+from tests.permgraph.by_hand import output_with
 
 F64 = torch.float64
 
@@ -62,25 +63,19 @@ def test_the_conv_before_a_shuffle_moves_in_blocks_of_r_squared():
     assert permgraph.verify(model, spec, (images(),)).ok
 
 
-def _forward(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The model's output with ``state`` in place of its own tensors (the model is left as it is)."""
-    with torch.no_grad():
-        return torch.func.functional_call(model, state, (x,))
-
-
 def test_by_hand_whole_blocks_keep_the_function_and_sub_pixels_do_not():
     torch.manual_seed(0)
     model, x = Upsampler().double(), images()
     state = model.state_dict()
-    y = _forward(model, state, x)
+    y = output_with(model, state, x)
     p = torch.tensor([2, 0, 3, 1])
     blocks = (p[:, None] * 4 + torch.arange(4)).reshape(-1)  # channel c·4 + k moves with c
     moved = dict(state, **{"expand.weight": state["expand.weight"][blocks], "expand.bias": state["expand.bias"][blocks],
                            "head.weight": state["head.weight"][:, p]})
-    assert torch.allclose(_forward(model, moved, x), y, atol=1e-12)
+    assert torch.allclose(output_with(model, moved, x), y, atol=1e-12)
     swap = torch.arange(16).view(4, 4)[:, [1, 0, 2, 3]].reshape(-1)  # two sub-pixels of every channel
     moved = dict(state, **{"expand.weight": state["expand.weight"][swap], "expand.bias": state["expand.bias"][swap]})
-    assert not torch.allclose(_forward(model, moved, x), y, atol=1e-6)
+    assert not torch.allclose(output_with(model, moved, x), y, atol=1e-6)
 
 
 def test_unshuffle_puts_sub_pixels_into_the_channels():
