@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from transfer.diagnose import diagnose  # noqa: E402
 from transfer.options import TransferOptions, options_from  # noqa: E402
-from zoo.experiments.base import load_config  # noqa: E402
-from zoo.experiments.context import Context  # noqa: E402
-from zoo.experiments.pool import pool_folder, train_from  # noqa: E402
-from zoo.experiments.runner import reading_of  # noqa: E402
-from zoo.experiments.scenario import reinit_head  # noqa: E402
-from zoo.experiments.setting import Setting, open_pair, open_view  # noqa: E402
+from zoo.experiments.kit.base import load_config  # noqa: E402
+from zoo.experiments.kit.context import Context  # noqa: E402
+from zoo.experiments.kit.pool import pool_folder, train_from  # noqa: E402
+from zoo.experiments.kit.runner import reading_of  # noqa: E402
+from zoo.experiments.kit.scenario import reinit_head  # noqa: E402
+from zoo.experiments.kit.setting import Setting, open_pair, open_view  # noqa: E402
 from zoo.models import build  # noqa: E402
 
 HELPED = 0.03

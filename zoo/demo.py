@@ -24,10 +24,10 @@ import torch
 
 from transfer.methods import method_names, plot_style
 from zoo.cli.common import add_common_flags, run_command
-from zoo.experiments.context import Context
-from zoo.experiments.pool import ensure_run, transfer_methods
-from zoo.experiments.report import pct, pyplot, save_figure, write_json
-from zoo.experiments.views import get_data, model_for
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import ensure_run, transfer_methods
+from zoo.experiments.kit.report import pct, pyplot, save_figure, write_json
+from zoo.experiments.kit.views import get_data, model_for
 
 __all__ = ["main", "run_demo"]
 

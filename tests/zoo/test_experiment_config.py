@@ -12,8 +12,8 @@ import pytest
 from transfer.options import OptionsError
 from zoo.cli.experiments import main
 from zoo.errors import ZooError
-from zoo.experiments.base import load_config
-from zoo.experiments.config import CONFIG_DIR
+from zoo.experiments.kit.base import load_config
+from zoo.experiments.kit.config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 

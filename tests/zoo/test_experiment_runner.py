@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.experiments.base import get
-from zoo.experiments.runner import run_experiment
+from zoo.experiments.kit.base import get
+from zoo.experiments.kit.runner import run_experiment
 
 ROWS = ["base", "init x0.25", "1 gradient batch"]
 
@@ -89,7 +89,7 @@ def test_a_partial_rerun_of_cases_keeps_the_other_cases(tmp_path, name):
 def test_every_published_page_has_a_reading_the_runner_keeps():
     """The readings moved from the configs into docs/results/NAME.md: the runner must find each one."""
     from zoo.experiments import names
-    from zoo.experiments.runner import reading_of
+    from zoo.experiments.kit.runner import reading_of
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "results"
     for name in names():

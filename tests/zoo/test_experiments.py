@@ -13,9 +13,9 @@ import pytest
 from zoo.cli.experiments import main, parse_sets
 from zoo.errors import ZooError
 from zoo.experiments import names
-from zoo.experiments.base import load_config
-from zoo.experiments.config import CONFIG_DIR, deep_merge, read_config
-from zoo.experiments.runner import run_experiment
+from zoo.experiments.kit.base import load_config
+from zoo.experiments.kit.config import CONFIG_DIR, deep_merge, read_config
+from zoo.experiments.kit.runner import run_experiment
 
 
 @pytest.fixture(scope="module")

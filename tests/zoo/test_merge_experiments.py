@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from zoo.errors import ZooError
-from zoo.experiments.base import load_config
-from zoo.experiments.runner import run_experiment
+from zoo.experiments.kit.base import load_config
+from zoo.experiments.kit.runner import run_experiment
 
 ALIGN_KEYS = {"midpoint_acc", "midpoint_acc_repair", "loss_barrier", "acc_barrier"}
 

@@ -15,8 +15,8 @@ import torch
 from transfer.distributed import default_device
 from zoo.cli.common import add_common_flags, run_command
 from zoo.errors import ZooError
-from zoo.experiments.base import experiments
-from zoo.experiments.runner import run_experiment
+from zoo.experiments.kit.base import experiments
+from zoo.experiments.kit.runner import run_experiment
 
 __all__ = ["main", "build_parser", "parse_sets"]
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import permgraph
-from zoo.experiments.base import register
-from zoo.experiments.context import Context
-from zoo.experiments.report import md_table
-from zoo.experiments.scenario import TransferThenFinetune, control_lines, finetune_table, transfer_table
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.report import md_table
+from zoo.experiments.kit.scenario import TransferThenFinetune, control_lines, finetune_table, transfer_table
 from zoo.models import build, example_inputs
 
 __all__ = ["group_summary", "AttentionTransfer", "VitTiny", "GptTiny"]

@@ -25,11 +25,11 @@ import torch
 
 from transfer.files import atomic_write_json
 from transfer.trajectory import Trajectory
-from zoo.experiments.base import register
-from zoo.experiments.config import check_keys, check_methods
-from zoo.experiments.context import Context
-from zoo.experiments.pool import pool_folder
-from zoo.experiments.pretrained_pairs import PretrainedPairs, summarize
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.config import check_keys, check_methods
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import pool_folder
+from zoo.experiments.kit.pretrained_pairs import PretrainedPairs, summarize
 from zoo.models import build, canonical_id
 
 __all__ = ["BertPretrained"]

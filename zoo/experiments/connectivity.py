@@ -25,12 +25,12 @@ from transfer.evaluation import evaluate
 from transfer.matching import weight_matching
 from transfer.methods import label
 from transfer.trajectory import Trajectory
-from zoo.experiments.base import register
-from zoo.experiments.config import check_keys, check_recipe, check_transfer
-from zoo.experiments.context import Context
-from zoo.experiments.pool import transfer_methods
-from zoo.experiments.report import md_table, pct, pyplot
-from zoo.experiments.setting import Cases, Pair, Setting, case_name, open_pair, setting_from
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.config import check_keys, check_recipe, check_transfer
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import transfer_methods
+from zoo.experiments.kit.report import md_table, pct, pyplot
+from zoo.experiments.kit.setting import Cases, Pair, Setting, case_name, open_pair, setting_from
 from zoo.models import build, example_inputs
 
 __all__ = ["Connectivity", "interpolate"]

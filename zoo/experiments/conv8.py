@@ -12,17 +12,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from transfer.methods import label
-from zoo.experiments.base import register
-from zoo.experiments.context import Context
-from zoo.experiments.reference import PAPER_CONV8
-from zoo.experiments.scenario import TransferThenFinetune, control_lines, finetune_table, transfer_table
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.reference import PAPER_CONV8
+from zoo.experiments.kit.scenario import TransferThenFinetune, control_lines, finetune_table, transfer_table
 
 __all__ = ["Conv8"]
 
 
 @register("conv8", "Fig. 5b/6a: Conv8 trajectory transfer, then fine-tuning vs scratch", rank=30)
 class Conv8(TransferThenFinetune):
-    """The paper's Conv8 scenario (:class:`~zoo.experiments.scenario.TransferThenFinetune`), beside
+    """The paper's Conv8 scenario (:class:`~zoo.experiments.kit.scenario.TransferThenFinetune`), beside
     the paper's CIFAR-10 numbers."""
 
     def sections(self, ctx: Context, results: Mapping[str, Any]) -> list[str]:

@@ -22,14 +22,14 @@ import torch
 
 from transfer.evaluation import logits_of
 from transfer.methods import label, plot_style
-from zoo.experiments.base import Experiment, get, register
-from zoo.experiments.config import check_methods, check_recipe
-from zoo.experiments.context import Context
-from zoo.experiments.pool import ensure_run, transfer_methods
-from zoo.experiments.reference import PAPER_TABLE3
-from zoo.experiments.report import md_table, pct, pyplot
-from zoo.experiments.scenario import finetune_from_best
-from zoo.experiments.setting import Setting, open_view, setting_from
+from zoo.experiments.kit.base import Experiment, get, register
+from zoo.experiments.kit.config import check_methods, check_recipe
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import ensure_run, transfer_methods
+from zoo.experiments.kit.reference import PAPER_TABLE3
+from zoo.experiments.kit.report import md_table, pct, pyplot
+from zoo.experiments.kit.scenario import finetune_from_best
+from zoo.experiments.kit.setting import Setting, open_view, setting_from
 from zoo.models import build
 
 __all__ = ["Ensembles", "ensemble_stats", "predict_probs"]
@@ -57,9 +57,7 @@ def ensemble_stats(probs: list[torch.Tensor], y: torch.Tensor) -> dict[str, Any]
 
 
 @torch.no_grad()
-def predict_probs(
-    model: str, state: Mapping[str, torch.Tensor], x: torch.Tensor, batch_size: int = 1024
-) -> torch.Tensor:
+def predict_probs(model: str, state: Mapping[str, torch.Tensor], x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Softmax outputs of a state dict of ``model`` on ``x`` (eval mode)."""
     net = build(model)
     net.load_state_dict(dict(state))
@@ -140,7 +138,8 @@ class Ensembles(Experiment):
             md_table(["seed", "best t", "acc at best t", f"after {k} epochs", f"full ({E} epochs)"], members),
             f"![ensemble accuracy by size]({ctx.figure()})",
             "Paper, Table 3 (GMT @ fewer epochs / FGMT / Full @ all epochs): "
-            + "; ".join(f"{d} {g} / {f} / {u}" for d, (g, f, u) in PAPER_TABLE3.items()) + ".",
+            + "; ".join(f"{d} {g} / {f} / {u}" for d, (g, f, u) in PAPER_TABLE3.items())
+            + ".",
         ]
 
 

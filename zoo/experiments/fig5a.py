@@ -3,7 +3,7 @@
 Trains the source and target runs of each seed pair with the paper's recipe (E = 15, SGD lr 0.01,
 momentum 0.9, batch 128), transfers with each setting of ``variants`` (schedule, minibatches per
 gradient), and stands the numbers beside the paper's and beside the released code's, measured on
-this machine (``zoo.experiments.reference``). Each variant is a row: ``only = [labels]`` reruns some
+this machine (``zoo.experiments.kit.reference``). Each variant is a row: ``only = [labels]`` reruns some
 and keeps the others' recorded numbers.
 """
 
@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from transfer.methods import label, method_names, plot_style
-from zoo.experiments.base import Experiment, register
-from zoo.experiments.config import check_transfer
-from zoo.experiments.context import Context
-from zoo.experiments.pool import transfer_methods
-from zoo.experiments.reference import OFFICIAL_FIG5A, PAPER_FIG5A, PAPER_FIG5A_TRAINED
-from zoo.experiments.report import md_table, num, pct, pyplot
-from zoo.experiments.setting import Setting, open_pair
+from zoo.experiments.kit.base import Experiment, register
+from zoo.experiments.kit.config import check_transfer
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import transfer_methods
+from zoo.experiments.kit.reference import OFFICIAL_FIG5A, PAPER_FIG5A, PAPER_FIG5A_TRAINED
+from zoo.experiments.kit.report import md_table, num, pct, pyplot
+from zoo.experiments.kit.setting import Setting, open_pair
 
 __all__ = ["Fig5a", "mean_curves", "comparison_rows", "variant_label"]
 

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from transfer.methods import label
-from zoo.experiments.base import Experiment, register
-from zoo.experiments.config import check_keys, check_recipe, check_transfer, deep_merge
-from zoo.experiments.context import Context
-from zoo.experiments.pool import transfer_methods
-from zoo.experiments.reference import OFFICIAL_FIG5A, PAPER_FIG5A
-from zoo.experiments.report import md_table, num, pct, pyplot
-from zoo.experiments.setting import Setting, open_pair
+from zoo.experiments.kit.base import Experiment, register
+from zoo.experiments.kit.config import check_keys, check_recipe, check_transfer, deep_merge
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import transfer_methods
+from zoo.experiments.kit.reference import OFFICIAL_FIG5A, PAPER_FIG5A
+from zoo.experiments.kit.report import md_table, num, pct, pyplot
+from zoo.experiments.kit.setting import Setting, open_pair
 
 __all__ = ["Fig5aGap", "variant_model", "distance_to_paper"]
 

@@ -16,9 +16,9 @@ from typing import Any
 from transfer.evaluation import evaluate_batches
 from transfer.merge import MergeOptions, Repair, evaluate_path, merge
 from zoo.errors import ZooError
-from zoo.experiments.base import Experiment, register
-from zoo.experiments.context import Context
-from zoo.experiments.merge_common import (
+from zoo.experiments.kit.base import Experiment, register
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.merge_common import (
     ALIGNS,
     SETTING_KEYS,
     Merger,
@@ -28,7 +28,7 @@ from zoo.experiments.merge_common import (
     endpoints,
     mean_sd,
 )
-from zoo.experiments.report import md_table, pct, pyplot, write_json
+from zoo.experiments.kit.report import md_table, pct, pyplot, write_json
 
 __all__ = ["MergeMany"]
 

@@ -1,6 +1,6 @@
 """REPAIR's MNIST MLP (8 linear layers of width 128, no BatchNorm): naive, weight and activation
 matching, each with and without REPAIR, over three seed pairs, beside REPAIR's published numbers
-(:class:`zoo.experiments.merge_pairs.MergePairs` with the anchor table). The ``probes`` retrain the
+(:class:`zoo.experiments.kit.merge_pairs.MergePairs` with the anchor table). The ``probes`` retrain the
 same pairs with a much shorter recipe.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.experiments.base import register
-from zoo.experiments.merge_common import mean_sd
-from zoo.experiments.merge_pairs import MergePairs
-from zoo.experiments.report import md_table
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.merge_common import mean_sd
+from zoo.experiments.kit.merge_pairs import MergePairs
+from zoo.experiments.kit.report import md_table
 
 __all__ = ["MergeMLP"]
 

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo.errors import ZooError
-from zoo.experiments.base import register
-from zoo.experiments.merge_common import PATH_KEYS, SETTING_KEYS, mean_sd
-from zoo.experiments.merge_pairs import MergeSettings
-from zoo.experiments.report import md_table
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.merge_common import PATH_KEYS, SETTING_KEYS, mean_sd
+from zoo.experiments.kit.merge_pairs import MergeSettings
+from zoo.experiments.kit.report import md_table
 from zoo.models import canonical_id
 
 __all__ = ["MergeResNet20"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.experiments.base import register
-from zoo.experiments.merge_pairs import MergeSettings
-from zoo.experiments.report import md_table
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.merge_pairs import MergeSettings
+from zoo.experiments.kit.report import md_table
 
 __all__ = ["MergeTransformers"]
 

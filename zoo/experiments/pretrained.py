@@ -5,6 +5,10 @@ classifier heads are re-initialised with different seeds, and each is fine-tuned
 (digits 5-9): the "standard" fine-tuning. The source's fine-tuning trajectory is then transferred
 onto the other pretrained init, and training goes on from the best transferred point. This is the
 paper's ImageNet -> Cars / CUB setting, shrunk to what a CPU does in minutes.
+
+The same scenario over several seed pairs, with ``transfer diagnose`` on each pair, runs through
+:class:`zoo.experiments.kit.pretrained_pairs.PretrainedPairs`: ``resnet_pretrained``,
+``gpt_pretrained`` and ``vit_pretrained`` below.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.experiments.base import Experiment, register
-from zoo.experiments.config import check_keys, check_recipe
-from zoo.experiments.context import Context
-from zoo.experiments.pool import pool_folder, train_from
-from zoo.experiments.report import pct
-from zoo.experiments.scenario import (
+from zoo.experiments.kit.base import Experiment, register
+from zoo.experiments.kit.config import check_keys, check_recipe
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import pool_folder, train_from
+from zoo.experiments.kit.pretrained_pairs import PretrainedPairs
+from zoo.experiments.kit.report import pct
+from zoo.experiments.kit.scenario import (
     check_finetune,
     finetune_table,
     pair_figure,
@@ -25,9 +30,9 @@ from zoo.experiments.scenario import (
     transfer_table,
     transfer_then_finetune,
 )
-from zoo.experiments.setting import Pair, Setting, open_pair, open_view
+from zoo.experiments.kit.setting import Pair, Setting, open_pair, open_view
 
-__all__ = ["Pretrained"]
+__all__ = ["Pretrained", "ResNetPretrained", "GPTPretrained", "ViTPretrained"]
 
 
 @register("pretrained", "Fig. 5d-f/6b-d in miniature: transfer between pretrained inits", rank=40)
@@ -92,3 +97,17 @@ class Pretrained(Experiment):
             f"![transfer and fine-tuning]({ctx.figure()})",
         ]
 
+
+@register("resnet_pretrained", "pretrained scenario with ResNet-20: MNIST -> Fashion-MNIST, 3 seed pairs", rank=42)
+class ResNetPretrained(PretrainedPairs):
+    """ResNet-20 pretrained on MNIST, fine-tuned on Fashion-MNIST (BatchNorm statistics re-estimated)."""
+
+
+@register("gpt_pretrained", "pretrained scenario with gpt_tiny: Python code -> English prose", rank=43)
+class GPTPretrained(PretrainedPairs):
+    """The same pipeline for the character GPT (no head to re-initialise: one vocabulary)."""
+
+
+@register("vit_pretrained", "pretrained scenario with vit_tiny: MNIST -> Fashion-MNIST, 3 seed pairs", rank=44)
+class ViTPretrained(PretrainedPairs):
+    """The same pipeline for the small ViT: its heads, query/key and value groups carry the transfer."""

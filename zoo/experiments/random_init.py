@@ -16,12 +16,12 @@ from typing import Any
 from transfer.diagnose import diagnose
 from transfer.methods import label
 from transfer.options import TransferOptions, options_from
-from zoo.experiments.base import Experiment, register
-from zoo.experiments.config import check_keys, check_recipe, check_transfer
-from zoo.experiments.context import Context
-from zoo.experiments.pool import transfer_methods
-from zoo.experiments.report import md_table, pct, pyplot
-from zoo.experiments.setting import Setting, open_pair
+from zoo.experiments.kit.base import Experiment, register
+from zoo.experiments.kit.config import check_keys, check_recipe, check_transfer
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import transfer_methods
+from zoo.experiments.kit.report import md_table, pct, pyplot
+from zoo.experiments.kit.setting import Setting, open_pair
 from zoo.models import build
 
 __all__ = ["RandomInit"]

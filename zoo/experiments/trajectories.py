@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from transfer.methods import label
-from zoo.experiments.base import register
-from zoo.experiments.context import Context
-from zoo.experiments.pool import transfer_methods
-from zoo.experiments.report import md_table, pct, pyplot
-from zoo.experiments.setting import Cases, case_name, open_pair, setting_from
+from zoo.experiments.kit.base import register
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import transfer_methods
+from zoo.experiments.kit.report import md_table, pct, pyplot
+from zoo.experiments.kit.setting import Cases, case_name, open_pair, setting_from
 
 __all__ = ["Trajectories", "VARIANTS"]
 

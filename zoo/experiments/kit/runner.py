@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zoo.experiments.base import Experiment, get, load_config
-from zoo.experiments.config import config_path, shown_path
-from zoo.experiments.context import Context
-from zoo.experiments.report import save_figure, write_json, write_text
+from zoo.experiments.kit.base import Experiment, get, load_config
+from zoo.experiments.kit.config import config_path, shown_path
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.report import save_figure, write_json, write_text
 
 __all__ = ["run_experiment", "publish", "render_page", "reading_of", "merge_rows", "READING"]
 

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 from transfer.trajectory import Trajectory
 from zoo.data import DataSplits
 from zoo.errors import ZooError
-from zoo.experiments.base import Experiment, get, load_config
-from zoo.experiments.config import check_keys
-from zoo.experiments.context import Context
-from zoo.experiments.pool import ensure_run
-from zoo.experiments.views import get_data, model_for
+from zoo.experiments.kit.base import Experiment, get, load_config
+from zoo.experiments.kit.config import check_keys
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import ensure_run
+from zoo.experiments.kit.views import get_data, model_for
 
 __all__ = ["Setting", "setting_from", "Pair", "open_view", "open_pair", "case_name", "Cases"]
 

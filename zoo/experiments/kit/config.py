@@ -3,7 +3,7 @@ every key before anything trains.
 
 A misspelled key must fail at once, naming the key and the table: an hour into an experiment is
 too late to learn that ``[train] lerning_rate`` was ignored. Each experiment declares the top-level
-keys it reads (:class:`zoo.experiments.base.Experiment`); its training tables are checked as
+keys it reads (:class:`zoo.experiments.kit.base.Experiment`); its training tables are checked as
 :class:`zoo.train.TrainRecipe` and its transfer tables as :class:`transfer.options.TransferOptions`
 with the helpers here.
 """
@@ -33,7 +33,7 @@ __all__ = [
     "check_methods",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,12 @@ An experiment is a small class registered in its own module::
         def sections(self, ctx, results):  # markdown sections of the page, after the standard header
             ...
 
-The runner (:mod:`zoo.experiments.runner`) does the rest the same way for every experiment: it
+The runner (:mod:`zoo.experiments.kit.runner`) does the rest the same way for every experiment: it
 loads and checks the config (:func:`load_config`, before anything trains), calls ``compute``, merges
 a partial rerun into the recorded results (``rows``), and writes ``NAME.json``, the plots and
-``NAME.md``. Listing the experiments imports every module of this package, so registering a new one
-is writing its module; nothing else keeps a list.
+``NAME.md``. Listing the experiments imports every module of :mod:`zoo.experiments` (not this
+``kit`` subpackage, the machinery they share, which registers none), so registering a new one is
+writing its module there; nothing else keeps a list.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from zoo.errors import ZooError
-from zoo.experiments.config import (
+from zoo.experiments.kit.config import (
     check_keys,
     check_methods,
     check_recipe,
@@ -39,7 +40,7 @@ from zoo.experiments.config import (
     read_config,
     shown_path,
 )
-from zoo.experiments.context import Context
+from zoo.experiments.kit.context import Context
 
 __all__ = ["Experiment", "register", "experiments", "get", "load_config"]
 
@@ -128,11 +129,12 @@ def register(name: str, title: str, rank: int = 100) -> Callable[[type[Experimen
 
 
 def _discover() -> None:
-    """Import every module of this package: the experiments register themselves on import."""
+    """Import every module of :mod:`zoo.experiments`: the experiments register themselves on
+    import. Subpackages (``kit``, the shared machinery) are not experiments and are skipped."""
     import zoo.experiments as package
 
     for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
+        if not info.ispkg and not info.name.startswith("_"):
             importlib.import_module(f"{package.__name__}.{info.name}")
 
 

@@ -24,12 +24,13 @@ from transfer.options import TransferOptions, options_from
 from transfer.results import load_results
 from transfer.trajectory import Trajectory
 from zoo.data import DataSplits
-from zoo.experiments.context import Context
-from zoo.experiments.report import pct
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.report import pct
 from zoo.models import build, parse_model_id
 from zoo.train import TrainControl, TrainRecipe, train
 
 __all__ = ["settings_key", "pool_folder", "run_folder", "ensure_run", "transfer_methods", "train_from"]
+
 
 def settings_key(*parts: Any) -> str:
     """A short stable hash of settings: folder names that change whenever a setting does.

@@ -8,9 +8,10 @@ The source's fine-tuning is transferred onto the target's pretrained init with e
 pair before any transfer, and training goes on from FGMT's and Naive's best points with the very
 recipe and minibatch order of the standard fine-tuning. The page reports every pair and mean ± std.
 
-``resnet_pretrained``: ResNet-20 pretrained on MNIST, fine-tuned on Fashion-MNIST (a new dataset, as
-ImageNet -> CUB / Cars in the paper). ``gpt_pretrained``: gpt_tiny pretrained on Python source code,
-fine-tuned on English prose (the documentation pages of the standard library).
+The experiments on it are registered in :mod:`zoo.experiments.pretrained` (``resnet_pretrained``:
+ResNet-20 pretrained on MNIST, fine-tuned on Fashion-MNIST, a new dataset as ImageNet -> CUB / Cars
+in the paper; ``gpt_pretrained``: gpt_tiny pretrained on Python source code, fine-tuned on English
+prose; ``vit_pretrained``) and :mod:`zoo.experiments.bert_pretrained`; this module registers none.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from transfer.diagnose import diagnose
 from transfer.methods import plot_style
 from transfer.options import TransferOptions, options_from
 from transfer.trajectory import Trajectory
-from zoo.experiments.base import Experiment, register
-from zoo.experiments.config import check_keys, check_recipe
-from zoo.experiments.context import Context
-from zoo.experiments.pool import pool_folder, train_from, transfer_methods
-from zoo.experiments.report import md_table, pct, pyplot
-from zoo.experiments.scenario import check_finetune, curve_label, finetune_recipe, reinit_head
-from zoo.experiments.setting import Setting, open_pair, open_view
+from zoo.experiments.kit.base import Experiment
+from zoo.experiments.kit.config import check_keys, check_recipe
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import pool_folder, train_from, transfer_methods
+from zoo.experiments.kit.report import md_table, pct, pyplot
+from zoo.experiments.kit.scenario import check_finetune, curve_label, finetune_recipe, reinit_head
+from zoo.experiments.kit.setting import Setting, open_pair, open_view
 from zoo.models import build
 
-__all__ = ["PretrainedPairs", "GPTPretrained", "summarize"]
+__all__ = ["PretrainedPairs", "summarize"]
 
 ARMS = {"fgmt": "from_fgmt", "naive": "from_naive"}  # fine-tunings from a transferred point, by method
 
@@ -56,7 +57,6 @@ def summarize(pairs: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
     return out
 
 
-@register("resnet_pretrained", "pretrained scenario with ResNet-20: MNIST -> Fashion-MNIST, 3 seed pairs", rank=42)
 class PretrainedPairs(Experiment):
     """Pretrain each pair on ``[pretrain]``, fine-tune on ``[task]``, diagnose, transfer, train on."""
 
@@ -198,13 +198,3 @@ def _diagnose_table(r: Mapping[str, Any]) -> str:
                      d["verdict"]])  # fmt: skip
     header = ["pair", "gradient cosine, unpermuted", "permuted (held out)", "‖θ₂⁰‖ / ‖Δ₁‖", "verdict"]
     return md_table(header, rows)
-
-
-@register("gpt_pretrained", "pretrained scenario with gpt_tiny: Python code -> English prose", rank=43)
-class GPTPretrained(PretrainedPairs):
-    """The same pipeline for the character GPT (no head to re-initialise: one vocabulary)."""
-
-
-@register("vit_pretrained", "pretrained scenario with vit_tiny: MNIST -> Fashion-MNIST, 3 seed pairs", rank=44)
-class ViTPretrained(PretrainedPairs):
-    """The same pipeline for the small ViT: its heads, query/key and value groups carry the transfer."""

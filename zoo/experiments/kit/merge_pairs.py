@@ -1,7 +1,7 @@
 """The merging experiment of one setting over seed pairs, and of several settings.
 
 :class:`MergePairs` measures the config's setting (its top level) over its seed pairs with
-:func:`zoo.experiments.merge_common.pair_paths`; ``probes`` (optional) repeat the setting with other
+:func:`zoo.experiments.kit.merge_common.pair_paths`; ``probes`` (optional) repeat the setting with other
 training recipes (one ``[train]`` table each): how the numbers move with how the endpoints were
 trained. :class:`MergeSettings` does the same for each of several settings (a page section each).
 """
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo.errors import ZooError
-from zoo.experiments.base import Experiment
-from zoo.experiments.config import check_keys, check_recipe
-from zoo.experiments.context import Context
-from zoo.experiments.merge_common import (
+from zoo.experiments.kit.base import Experiment
+from zoo.experiments.kit.config import check_keys, check_recipe
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.merge_common import (
     PATH_KEYS,
     SETTING_KEYS,
     Merger,

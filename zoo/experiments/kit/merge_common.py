@@ -2,7 +2,7 @@
 
 Every merging experiment (``merge_mlp``, ``merge_rebasin_mlp``, ``merge_resnet20``,
 ``merge_transformers``, ``merge_many``) trains its endpoints through the zoo's one training loop in
-the shared pool (:func:`zoo.experiments.pool.ensure_run`), so a rerun, or another experiment that
+the shared pool (:func:`zoo.experiments.kit.pool.ensure_run`), so a rerun, or another experiment that
 asks for the same model, data view, recipe and seed, costs no training. The merging itself is
 :mod:`transfer.merge` on the spec ``permgraph.infer`` gives: nothing here is written per architecture.
 
@@ -36,11 +36,11 @@ from transfer.merge import PathCurve, Repair, align_models, evaluate_path, lambd
 from transfer.trajectory import Trajectory
 from zoo.data import DataSplits
 from zoo.errors import ZooError
-from zoo.experiments.config import check_keys, check_recipe
-from zoo.experiments.context import Context
-from zoo.experiments.pool import ensure_run, settings_key
-from zoo.experiments.report import md_table, pct, pyplot, write_json
-from zoo.experiments.views import get_data, model_for
+from zoo.experiments.kit.config import check_keys, check_recipe
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import ensure_run, settings_key
+from zoo.experiments.kit.report import md_table, pct, pyplot, write_json
+from zoo.experiments.kit.views import get_data, model_for
 from zoo.models import build, example_inputs
 
 __all__ = [

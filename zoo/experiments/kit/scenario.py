@@ -24,12 +24,12 @@ from transfer.options import TransferOptions, options_from
 from transfer.trajectory import Trajectory
 from zoo.data import DataSplits
 from zoo.errors import ZooError
-from zoo.experiments.base import Experiment
-from zoo.experiments.config import check_methods, check_recipe, deep_merge
-from zoo.experiments.context import Context
-from zoo.experiments.pool import pool_folder, train_from, transfer_methods
-from zoo.experiments.report import md_table, pct, pyplot
-from zoo.experiments.setting import Pair, Setting, open_pair
+from zoo.experiments.kit.base import Experiment
+from zoo.experiments.kit.config import check_methods, check_recipe, deep_merge
+from zoo.experiments.kit.context import Context
+from zoo.experiments.kit.pool import pool_folder, train_from, transfer_methods
+from zoo.experiments.kit.report import md_table, pct, pyplot
+from zoo.experiments.kit.setting import Pair, Setting, open_pair
 from zoo.models import build
 
 __all__ = [
