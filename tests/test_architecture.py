@@ -156,3 +156,32 @@ def test_no_module_is_longer_than_400_lines(package):
         if module.split(".")[0] == package and lines > MAX_MODULE_LINES:
             long.append(f"{path.relative_to(ROOT)} ({lines} lines)")
     assert not long, "modules over 400 lines (split them by job):\n" + "\n".join(long)
+
+
+EXPERIMENTS, KIT = "zoo.experiments", "zoo.experiments.kit"
+
+
+def experiment_imports(module: str, tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) for every import of an experiment module (``zoo.experiments.X``, X not the kit)."""
+    found = []
+    for line, name in imported_names(module, tree):
+        parts = name.split(".")
+        if parts[:2] == EXPERIMENTS.split(".") and len(parts) > 2 and parts[2] not in ("kit", "__main__"):
+            found.append((line, name))
+    return found
+
+
+def test_experiment_imports_are_recognised():
+    tree = ast.parse("from zoo.experiments.kit.pool import ensure_run\nfrom zoo.experiments.gap import variant_model\n")
+    assert experiment_imports(f"{KIT}.setting", tree) == [(2, "zoo.experiments.gap")]
+
+
+def test_the_experiments_kit_never_imports_an_experiment():
+    """Experiments build on ``zoo.experiments.kit``; the kit never reaches back into an experiment
+    (it would make the shared machinery depend on one page's code and import order)."""
+    found = []
+    for module, path in modules():
+        if module == KIT or module.startswith(KIT + "."):
+            found += [f"{path.relative_to(ROOT)}:{line} imports {name}"
+                      for line, name in experiment_imports(module, ast.parse(path.read_text()))]  # fmt: skip
+    assert not found, "the experiments' kit imports an experiment:\n" + "\n".join(found)

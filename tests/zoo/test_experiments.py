@@ -43,6 +43,20 @@ def curve_ok(values: list[float]) -> bool:
     return all(0.0 <= v <= 1.0 for v in values)
 
 
+def test_every_experiment_module_registers_one_and_the_kit_none():
+    """Listing imports every module of zoo.experiments: each registers at least one experiment, and
+    no experiment is registered from the kit (its classes are bases, not pages)."""
+    import pkgutil
+
+    import zoo.experiments as package
+    from zoo.experiments.kit.base import experiments
+
+    homes = {cls.__module__ for cls in experiments().values()}
+    modules = {f"zoo.experiments.{m.name}" for m in pkgutil.iter_modules(package.__path__) if not m.ispkg}
+    assert homes == modules - {"zoo.experiments.__main__"}
+    assert {"pretrained", "resnet_pretrained", "gpt_pretrained", "vit_pretrained", "bert_pretrained"} <= set(names())
+
+
 def test_every_config_checks_in_both_sizes_and_has_a_tiny_table():
     for name in names():
         assert load_config(name, tiny=True) != load_config(name), f"configs/{name}.toml has no [tiny] table"
