@@ -21,18 +21,23 @@ _PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#
 _SKIP = {"getitem", "aten.sym_size", "aten._assert_tensor_metadata"}
 
 
-def spec_table(spec: PermSpec, show_blocked: bool = False, max_members: int = 4) -> str:
-    """A plain-text table of the groups: name, size, structure, members, blocked reason."""
+def spec_table(spec: PermSpec, show_blocked: bool = False, max_members: int | None = 4,
+               max_width: int | None = 72) -> str:
+    """A plain-text table of the groups: name, size, structure, members, blocked reason.
+
+    For a terminal, each group lists ``max_members`` members and a cell is cut at ``max_width``
+    characters, marked ``…`` where it is cut; ``None`` for either shows everything (a file)."""
     rows = [("group", "size", "structure", "members", "blocked")]
     groups = spec.groups if show_blocked else spec.free_groups
     for g in groups:
         names = [m.describe() for m in g.members]
-        shown = ", ".join(names[:max_members]) + (f", … (+{len(names) - max_members})" if len(names) > max_members else "")
-        rows.append((g.name, str(g.size), g.structure, shown, g.blocked or ""))
-    widths = [min(60, max(len(r[i]) for r in rows)) for i in range(4)]
+        rows.append((g.name, str(g.size), g.structure, _members_cell(names, max_members, max_width), g.blocked or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    if max_width is not None:
+        widths = [min(max_width, w) for w in widths]
     lines = []
     for i, r in enumerate(rows):
-        cells = [r[k][: widths[k]].ljust(widths[k]) for k in range(4)] + [r[4]]
+        cells = [_fit(r[k], widths[k]).ljust(widths[k]) for k in range(4)] + [r[4]]
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  -------")
@@ -47,6 +52,24 @@ def spec_table(spec: PermSpec, show_blocked: bool = False, max_members: int = 4)
             lines.append("blocked groups by reason (see --blocked): " + "; ".join(
                 f"{k} ×{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)
+
+
+def _members_cell(names: list[str], most: int | None, width: int | None) -> str:
+    """Whole member names, as many as ``most`` and ``width`` allow, then how many were left out."""
+    shown: list[str] = []
+    for name in names[: most if most is not None else len(names)]:
+        rest = len(names) - len(shown) - 1
+        line = ", ".join([*shown, name]) + (f", … (+{rest})" if rest else "")
+        if shown and width is not None and len(line) > width:
+            break
+        shown.append(name)
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f", … (+{rest})" if rest else "")
+
+
+def _fit(cell: str, width: int) -> str:
+    """``cell`` within ``width`` characters, its last one ``…`` where it had to be cut."""
+    return cell if len(cell) <= width else cell[: width - 1] + "…"
 
 
 def dataflow_graph(analysis: Analysis, spec: PermSpec) -> nx.DiGraph:

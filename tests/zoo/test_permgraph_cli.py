@@ -15,6 +15,24 @@ def test_inspect_table_lists_groups(capsys):
     assert "1 free groups" in out
 
 
+def test_inspect_table_marks_what_it_cuts_and_a_file_shows_everything(tmp_path, capsys):
+    spec = PermSpec.from_json(_resnet20_json(tmp_path))
+    every = [m.describe() for g in spec.free_groups for m in g.members]
+    assert main(["inspect", "zoo:resnet20"]) == 0
+    screen = capsys.readouterr().out
+    assert "… (+" in screen  # the members left out are counted
+    assert not all(name in screen for name in every)
+    path = tmp_path / "spec.txt"
+    assert main(["inspect", "zoo:resnet20", "--out", str(path)]) == 0
+    text = path.read_text()
+    assert all(name in text for name in every) and "… (+" not in text
+
+
+def _resnet20_json(tmp_path):
+    assert main(["inspect", "zoo:resnet20", "--format", "json", "--out", str(tmp_path / "r.json")]) == 0
+    return (tmp_path / "r.json").read_text()
+
+
 def test_inspect_json_round_trips(tmp_path):
     path = tmp_path / "spec.json"
     assert main(["inspect", "zoo:resnet20", "--format", "json", "--out", str(path)]) == 0

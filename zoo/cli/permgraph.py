@@ -115,7 +115,7 @@ def _inspect(args: argparse.Namespace) -> int:
     spec, analysis = _infer(args, model, ex_args, ex_kwargs, return_analysis=True)
     seconds = time.perf_counter() - t0
     if args.format == "table":
-        lines = [spec_table(spec, show_blocked=args.blocked),
+        lines = [spec_table(spec, show_blocked=args.blocked, **({} if not args.out else FILE_TABLE)),
                  f"trace {analysis.seconds['trace']:.2f} s, infer {analysis.seconds['infer']:.3f} s (total {seconds:.2f} s)"]
         if analysis.unknown_ops:
             lines.append("ops without a rule (their axes are blocked): "
@@ -156,6 +156,7 @@ def check_output_file(path: Path, fmt: str, force: bool) -> None:
 
 
 TABLE_HEADER = "# permgraph inspect --format table:"
+FILE_TABLE = {"max_members": None, "max_width": None}  # a file shows every member, uncut
 
 
 def _written_by_us(path: Path, fmt: str) -> bool:
