@@ -125,6 +125,29 @@ def test_pretrained(root):
     assert set(out["finetune"]["curves"]) == {"standard", "fgmt"}
 
 
+def test_pretrained_keeps_the_pool_layout_it_was_published_with(root):
+    """The Conv8 page runs through the pairs' pipeline under its own layout: task fine-tunings named
+    without the reinit_head flag, fine-tunings from a transferred point without a seed (seed 0). A
+    rerun of the published page finds its recorded runs only while these names hold (a transfer's
+    name holds the results format: one of an older format is computed again beside it)."""
+    from transfer.records import FORMAT
+    from zoo.experiments.kit.pool import settings_key
+
+    out = run_tiny(root, "pretrained")  # reuses the pool of test_pretrained
+    cfg, pool = load_config("pretrained", tiny=True), root / "_runs"
+    (pre_source,) = pool.glob("conv8_mnist-0-1-2-3-4-*_s101")
+    (pre_target,) = pool.glob("conv8_mnist-0-1-2-3-4-*_s102")
+    recipe = dict(cfg["task"]["train"])
+    source, target = (pool / f"taskft_{settings_key(str(run), head, out['task_data'], recipe)}"
+                      for run, head in ((pre_source, 201), (pre_target, 202)))  # fmt: skip
+    key = settings_key(str(source), str(target), None, out["task_data"], cfg["transfer"], FORMAT)  # results format
+    transfer = pool / f"transfer_{key}"
+    best_t = out["finetune"]["start_t"]["fgmt"]
+    finetune = pool / f"finetune_{settings_key(str(transfer / 'fgmt'), best_t, out['finetune']['recipe'])}"
+    for folder in (source, target, transfer, finetune):
+        assert folder.is_dir(), f"{folder.name} is not in the pool: the page's layout changed"
+
+
 @pytest.mark.parametrize("name", ["resnet_pretrained", "gpt_pretrained", "vit_pretrained", "bert_pretrained"])
 def test_pretrained_pairs_write_the_published_schema(root, name):
     """pairs; per method its best transferred accuracy per pair; per fine-tuning arm epoch 1 and final."""

@@ -16,66 +16,48 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zoo.experiments.kit.base import Experiment, register
-from zoo.experiments.kit.config import check_keys, check_recipe
+from zoo.experiments.kit.base import register
 from zoo.experiments.kit.context import Context
-from zoo.experiments.kit.pool import pool_folder, train_from
-from zoo.experiments.kit.pretrained_pairs import PretrainedPairs
+from zoo.experiments.kit.pretrained_pairs import PoolLayout, PretrainedPairs
 from zoo.experiments.kit.report import pct
 from zoo.experiments.kit.scenario import (
-    check_finetune,
+    STANDARD,
+    finetune_recipe,
+    finetune_record,
     finetune_table,
     pair_figure,
-    reinit_head,
     transfer_table,
-    transfer_then_finetune,
 )
-from zoo.experiments.kit.setting import Pair, Setting, open_pair, open_view
 
 __all__ = ["Pretrained", "ResNetPretrained", "GPTPretrained", "ViTPretrained"]
 
 
 @register("pretrained", "Fig. 5d-f/6b-d in miniature: transfer between pretrained inits", rank=40)
-class Pretrained(Experiment):
-    """Pretrain a pair on ``[pretrain]``, fine-tune both on ``[task]`` from fresh heads, transfer
-    the source's fine-tuning onto the target's pretrained init, and train on from there."""
+class Pretrained(PretrainedPairs):
+    """One seed pair through :class:`PretrainedPairs` (heads always re-initialised, no diagnose),
+    on the page's own schema: the transfer curves, then the fine-tunings beside the standard one.
+    Its pool layout is the one it was published with (:class:`PoolLayout`), so a rerun reuses the
+    recorded runs and rewrites the same numbers."""
 
     keys = ("model", "data", "val_subset", "seeds", "head_seeds", "methods", "pretrain", "task", "transfer",
             "finetune")  # fmt: skip
     required = ("model", "data", "seeds", "head_seeds", "methods", "pretrain", "task", "transfer")
-
-    def check(self, cfg: Mapping[str, Any], where: str) -> None:
-        super().check(cfg, where)
-        check_keys(cfg["pretrain"], ("labels", "subset"), f"{where} [pretrain]", required=("train",))
-        check_keys(cfg["task"], ("data", "labels", "subset"), f"{where} [task]", required=("train",))
-        check_recipe(cfg["pretrain"]["train"], f"{where} [pretrain.train]")
-        check_recipe(cfg["task"]["train"], f"{where} [task.train]")
-        check_finetune(cfg, cfg["task"]["train"], where)
+    task_keys = ("data", "labels", "subset")
+    layout = PoolLayout(reinit_in_name=False, finetune_seed_is_head=False, diagnose=False)
 
     def compute(self, ctx: Context) -> dict[str, Any]:
         cfg = ctx.config
-        pre, task = cfg["pretrain"], cfg["task"]
-        view = dict(name="pretrain", model=cfg["model"], data=cfg["data"], seeds=tuple(cfg["seeds"]),
-                    val_subset=cfg.get("val_subset"))  # fmt: skip
-        pretrained = open_pair(ctx, Setting(**view, train=pre["train"], subset=pre.get("subset"), labels=pre.get("labels")))
-        task_setting = Setting(**{**view, "name": "task", "data": task.get("data", cfg["data"])}, train=task["train"],
-                               subset=task.get("subset"), labels=task.get("labels"))  # fmt: skip
-        data_b, _ = open_view(task_setting)
-        recipe = dict(task["train"])
-        runs = {}
-        for role, pre_run, head in (("source", pretrained.source, cfg["head_seeds"][0]),
-                                    ("target", pretrained.target, cfg["head_seeds"][1])):  # fmt: skip
-            init = reinit_head(pre_run.final(), pretrained.model, head)
-            folder = pool_folder(ctx, "taskft", str(pre_run.path), head, data_b.name, recipe)
-            runs[role] = train_from(ctx, init, pretrained.model, data_b, folder, recipe, seed=head,
-                                    what=f"{role}: fine-tune on the task")  # fmt: skip
-        task_pair = Pair(task_setting, data_b, pretrained.model, runs["source"], runs["target"])
-        result = transfer_then_finetune(ctx, task_pair, cfg, recipe)
+        pair = self._pair(ctx, tuple(cfg["seeds"]), tuple(cfg["head_seeds"]))
+        transfer, curves = pair["transfer"], pair["finetune"]
+        tuned = {arm.removeprefix("from_"): c for arm, c in curves.items() if arm != "scratch"}
+        ft = finetune_record(finetune_recipe(cfg["task"]["train"], cfg.get("finetune", {})), curves["scratch"], tuned,
+                             {m: int(transfer[m]["best_t"]) for m in tuned})  # fmt: skip
         return {
-            "model": pretrained.model, "pretrain_data": pretrained.data.name, "task_data": data_b.name,
-            "seeds": list(cfg["seeds"]), "head_seeds": list(cfg["head_seeds"]), "pretrain": pre["train"],
-            "task_train": recipe, "transfer_setting": cfg["transfer"],
-            "pretrained_val_acc": [r.metrics("val_acc")[-1] for r in (pretrained.source, pretrained.target)], **result,
+            "model": pair["model"], "pretrain_data": pair["pretrain_data"], "task_data": pair["task_data"],
+            "seeds": pair["seeds"], "head_seeds": pair["head_seeds"], "pretrain": cfg["pretrain"]["train"],
+            "task_train": dict(cfg["task"]["train"]), "transfer_setting": cfg["transfer"],
+            "pretrained_val_acc": pair["pretrained_val_acc"], "transfer": transfer,
+            "source_val_acc": pair["source_val_acc"], "finetune": ft, "standard": STANDARD,
         }  # fmt: skip
 
     def plots(self, ctx: Context, results: Mapping[str, Any]) -> list[tuple[str, Any]]:

@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from transfer.diagnose import diagnose
 from transfer.methods import plot_style
 from transfer.options import TransferOptions, options_from
-from transfer.trajectory import Trajectory
 from zoo.experiments.kit.base import Experiment
 from zoo.experiments.kit.config import check_keys, check_recipe
 from zoo.experiments.kit.context import Context
 from zoo.experiments.kit.pool import pool_folder, train_from, transfer_methods
 from zoo.experiments.kit.report import md_table, pct, pyplot
-from zoo.experiments.kit.scenario import check_finetune, curve_label, finetune_recipe, reinit_head
-from zoo.experiments.kit.setting import Setting, open_pair, open_view
+from zoo.experiments.kit.scenario import check_finetune, curve_label, finetune_from_best, finetune_recipe, reinit_head
+from zoo.experiments.kit.setting import Pair, Setting, open_pair, open_view
 from zoo.models import build
 
-__all__ = ["PretrainedPairs", "summarize"]
+__all__ = ["PoolLayout", "PretrainedPairs", "summarize"]
 
 ARMS = {"fgmt": "from_fgmt", "naive": "from_naive"}  # fine-tunings from a transferred point, by method
 
@@ -57,17 +57,31 @@ def summarize(pairs: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
     return out
 
 
+@dataclass(frozen=True)
+class PoolLayout:
+    """How a pretrained page names its pieces in the shared pool, and what it runs besides the
+    transfer. The published pages were recorded under two layouts (the Conv8 page's predates the
+    ``reinit_head`` option and the fine-tunings' own seeds); folder names hash these parts, so each
+    page keeps its layout and a rerun finds its recorded runs and trains with the same seeds."""
+
+    reinit_in_name: bool = True  # the task fine-tunings' folder names include the reinit_head flag
+    finetune_seed_is_head: bool = True  # fine-tunings from a transferred point: the target's head seed, else 0
+    diagnose: bool = True  # ``transfer diagnose`` on each pair before transferring
+
+
 class PretrainedPairs(Experiment):
     """Pretrain each pair on ``[pretrain]``, fine-tune on ``[task]``, diagnose, transfer, train on."""
 
     keys = ("model", "data", "val_subset", "seeds", "head_seeds", "reinit_head", "methods", "pretrain", "task",
             "transfer", "finetune", "data_options")  # fmt: skip
     required = ("model", "data", "seeds", "head_seeds", "methods", "pretrain", "task", "transfer", "finetune")
+    task_keys: ClassVar[tuple[str, ...]] = ("data", "labels", "subset", "data_options")  # of [task], beside train
+    layout: ClassVar[PoolLayout] = PoolLayout()
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         super().check(cfg, where)
         check_keys(cfg["pretrain"], ("labels", "subset"), f"{where} [pretrain]", required=("train",))
-        check_keys(cfg["task"], ("data", "labels", "subset", "data_options"), f"{where} [task]", required=("train",))
+        check_keys(cfg["task"], self.task_keys, f"{where} [task]", required=("train",))
         check_recipe(cfg["pretrain"]["train"], f"{where} [pretrain.train]")
         check_recipe(cfg["task"]["train"], f"{where} [task.train]")
         check_finetune(cfg, cfg["task"]["train"], where)
@@ -93,36 +107,47 @@ class PretrainedPairs(Experiment):
         return pretrain, Setting(name="task", **task_view, train=task["train"], subset=task.get("subset"),
                                  labels=task.get("labels"))  # fmt: skip
 
-    def _pair(self, ctx: Context, seeds: tuple[int, int], heads: tuple[int, int]) -> dict[str, Any]:
+    def _task_pair(self, ctx: Context, seeds: tuple[int, int], heads: tuple[int, int]) -> tuple[Pair, Pair]:
+        """The pretrained pair, and the pair of its fine-tunings on the task (heads re-initialised
+        from ``heads`` unless ``reinit_head = false``): the source's is the trajectory transferred."""
         cfg = ctx.config
         pretrain_setting, task_setting = self._settings(cfg, seeds)
         pretrained = open_pair(ctx, pretrain_setting)
         data, _ = open_view(task_setting)
         recipe = dict(cfg["task"]["train"])
+        reinit = cfg.get("reinit_head", True)
         runs = {}
         for role, run, head in (("source", pretrained.source, heads[0]), ("target", pretrained.target, heads[1])):
-            start = reinit_head(run.final(), pretrained.model, head) if cfg.get("reinit_head", True) else run.final()
-            folder = pool_folder(ctx, "taskft", str(run.path), head, data.name, recipe, cfg.get("reinit_head", True))
-            runs[role] = train_from(ctx, start, pretrained.model, data, folder, recipe, seed=head,
-                                    what=f"pair {seeds} {role}: fine-tune on the task")  # fmt: skip
-        options = options_from(TransferOptions, {**cfg["transfer"], "progress": False, "device": ctx.device}, "[transfer]")
-        ctx.say(f"pair {seeds}: diagnose before transferring")
-        diag = diagnose(build(pretrained.model), data, runs["source"], runs["target"].init(), options)
-        res = transfer_methods(ctx, cfg["methods"], runs["source"], runs["target"], data, cfg["transfer"])
-        ft_recipe = finetune_recipe(recipe, cfg["finetune"])
-        finetune = {"scratch": runs["target"].metrics("val_acc")}
-        for method in cfg["finetune"].get("methods", []):
-            traj = Trajectory(res[method]["trajectory"])
-            best_t = int(res[method]["best_t"])
-            out = pool_folder(ctx, "finetune", str(traj.path), best_t, ft_recipe, heads[1])
-            tuned = train_from(ctx, traj.load(best_t), pretrained.model, data, out, ft_recipe, seed=heads[1],
-                               what=f"pair {seeds}: fine-tune from {method} t={best_t}")  # fmt: skip
+            start = reinit_head(run.final(), pretrained.model, head) if reinit else run.final()
+            parts = (str(run.path), head, data.name, recipe, *((reinit,) if self.layout.reinit_in_name else ()))
+            runs[role] = train_from(ctx, start, pretrained.model, data, pool_folder(ctx, "taskft", *parts), recipe,
+                                    seed=head, what=f"pair {seeds} {role}: fine-tune on the task")  # fmt: skip
+        return pretrained, Pair(task_setting, data, pretrained.model, runs["source"], runs["target"])
+
+    def _pair(self, ctx: Context, seeds: tuple[int, int], heads: tuple[int, int]) -> dict[str, Any]:
+        """One seed pair through the pipeline: its record on the page (``per_pair``)."""
+        cfg = ctx.config
+        pretrained, task = self._task_pair(ctx, seeds, heads)
+        source, target, data = task.source, task.target, task.data
+        diag = None
+        if self.layout.diagnose:
+            options = options_from(TransferOptions, {**cfg["transfer"], "progress": False, "device": ctx.device},
+                                   "[transfer]")  # fmt: skip
+            ctx.say(f"pair {seeds}: diagnose before transferring")
+            diag = diagnose(build(task.model), data, source, target.init(), options)
+        res = transfer_methods(ctx, cfg["methods"], source, target, data, cfg["transfer"])
+        ft_recipe = finetune_recipe(task.setting.train, cfg.get("finetune", {}))
+        finetune = {"scratch": target.metrics("val_acc")}
+        seed = heads[1] if self.layout.finetune_seed_is_head else None
+        for method in cfg.get("finetune", {}).get("methods", []):
+            what = f"pair {seeds}: fine-tune from {method} t={int(res[method]['best_t'])}"
+            tuned = finetune_from_best(ctx, res[method], task.model, data, ft_recipe, what, seed=seed)
             finetune[ARMS.get(method, f"from_{method}")] = tuned.metrics("val_acc")
         return {
             "seeds": list(seeds), "head_seeds": list(heads), "model": pretrained.model,
             "pretrain_data": pretrained.data.name, "task_data": data.name,
             "pretrained_val_acc": [r.metrics("val_acc")[-1] for r in (pretrained.source, pretrained.target)],
-            "source_val_acc": runs["source"].metrics("val_acc")[-1], "diagnose": diag.to_json(),
+            "source_val_acc": source.metrics("val_acc")[-1], **({"diagnose": diag.to_json()} if diag is not None else {}),
             "transfer": {m: {k: v for k, v in r.items() if k != "trajectory"} for m, r in res.items()},
             "finetune": finetune,
         }  # fmt: skip

@@ -39,6 +39,7 @@ __all__ = [
     "finetune_recipe",
     "check_finetune",
     "finetune_from_best",
+    "finetune_record",
     "transfer_then_finetune",
     "planted_control",
     "reinit_head",
@@ -92,14 +93,36 @@ def check_finetune(cfg: Mapping[str, Any], standard: Mapping[str, Any], where: s
 
 
 def finetune_from_best(
-    ctx: Context, result: Mapping[str, Any], model: str, data: DataSplits, recipe: Mapping[str, Any], what: str
+    ctx: Context,
+    result: Mapping[str, Any],
+    model: str,
+    data: DataSplits,
+    recipe: Mapping[str, Any],
+    what: str,
+    seed: int | None = None,
 ) -> Trajectory:
     """Train ``recipe`` from the transferred point a method reached at its best step (by validation
-    accuracy), in the pool (reused when complete)."""
+    accuracy), in the pool (reused when complete). ``seed`` (the minibatch order) is part of the
+    folder's name when given; without it the run uses seed 0 under a name without one, as the
+    pages recorded before seeds were given did."""
     best_t = int(result["best_t"])
-    state = Trajectory(result["trajectory"]).load(best_t)
-    out = pool_folder(ctx, "finetune", str(Trajectory(result["trajectory"]).path), best_t, recipe)
-    return train_from(ctx, state, model, data, out, recipe, what=what)
+    traj = Trajectory(result["trajectory"])
+    parts = (str(traj.path), best_t, recipe) if seed is None else (str(traj.path), best_t, recipe, seed)
+    out = pool_folder(ctx, "finetune", *parts)
+    return train_from(ctx, traj.load(best_t), model, data, out, recipe, seed=0 if seed is None else seed, what=what)
+
+
+def finetune_record(
+    recipe: Mapping[str, Any], standard: list[float], curves: Mapping[str, list[float]], starts: Mapping[str, int]
+) -> dict[str, Any]:
+    """The pages' fine-tuning record: the recipe, each method's start ``t``, the curves (the standard
+    run's first) and how long each fine-tuning stays above the standard run."""
+    return {
+        "recipe": dict(recipe),
+        "start_t": dict(starts),
+        "curves": {STANDARD: standard, **curves},
+        "lead_epochs": {m: lead_epochs(c, standard) for m, c in curves.items()},
+    }
 
 
 def transfer_then_finetune(
@@ -109,19 +132,17 @@ def transfer_then_finetune(
     settings), fine-tune from the best point of each of ``cfg['finetune']['methods']``, and return
     the curves beside the target's own (standard) training."""
     res = transfer_methods(ctx, cfg["methods"], pair.source, pair.target, pair.data, cfg["transfer"])
-    ft_methods = cfg.get("finetune", {}).get("methods", [])
     recipe = finetune_recipe(standard_recipe, cfg.get("finetune", {}))
-    curves: dict[str, list[float]] = {STANDARD: pair.target.metrics("val_acc")}
+    curves: dict[str, list[float]] = {}
     starts: dict[str, int] = {}
-    for m in ft_methods:
+    for m in cfg.get("finetune", {}).get("methods", []):
         starts[m] = int(res[m]["best_t"])
         ft = finetune_from_best(ctx, res[m], pair.model, pair.data, recipe, f"fine-tune from {m} t={starts[m]}")
         curves[m] = ft.metrics("val_acc")
-    leads = {m: lead_epochs(curves[m], curves[STANDARD]) for m in ft_methods}
     return {
         "transfer": {m: {k: v for k, v in r.items() if k != "trajectory"} for m, r in res.items()},
         "source_val_acc": pair.source.metrics("val_acc")[-1],
-        "finetune": {"recipe": recipe, "start_t": starts, "curves": curves, "lead_epochs": leads},
+        "finetune": finetune_record(recipe, pair.target.metrics("val_acc"), curves, starts),
         "standard": STANDARD,
     }
 
