@@ -40,21 +40,12 @@ from transfer.checks import check_finite, check_same_architecture
 from transfer.context import SourcePoints, transferred_state
 from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
-from transfer.files import output_folder
 from transfer.identity import open_trajectory, state_sha, trajectory_sha
 from transfer.inputs import ModelInputs, inputs_from_batch
-from transfer.loop import Loop, RunContext
+from transfer.loop import Loop, RunContext, load_record
 from transfer.methods import TransferMethod, get_method
 from transfer.options import TransferOptions
-from transfer.outputs import (
-    SPEC_FILE,
-    agree,
-    check_output_folder,
-    check_results_setting,
-    load_permutations,
-    owned_by_transfer,
-    transfer_output,
-)
+from transfer.outputs import SPEC_FILE, TransferFolder, agree, load_permutations, owned_by_transfer, transfer_output
 from transfer.phases import PHASES, PhaseClock, TimedGradients, TimedStore, process_age
 from transfer.results import TransferError
 from transfer.spec_lookup import find_spec
@@ -64,7 +55,8 @@ from transfer.writer import RunOutputs
 
 __all__ = [
     "TransferEngine", "TransferError", "run_transfer", "transferred_state", "state_sha", "trajectory_sha",
-    "owned_by_transfer", "open_trajectory", "transfer_output", "load_permutations", "PHASES", "process_age",
+    "owned_by_transfer", "open_trajectory", "transfer_output", "TransferFolder", "load_permutations", "PHASES",
+    "process_age",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -144,44 +136,47 @@ class TransferEngine:
         target_init: TargetInit,
         *,
         target: Trajectory | str | os.PathLike | None = None,
-        out: str | os.PathLike | None = None,
+        out: str | os.PathLike | TransferFolder | None = None,
         callback: Callback | None = None,
     ) -> dict:
         """Transfer ``source`` onto ``target_init`` (a state dict, or a run whose first checkpoint
-        is the init) with ``method``; returns the method's entry of ``results.json``. ``target``:
-        the real target run (Oracle). ``out``: where the transferred trajectory, ``results.json`` and
-        the resume state go (None: nothing is written). ``callback(t, record)`` runs after each step."""
+        is the init) with ``method``; returns the method's entry of ``results.json``
+        (:class:`~transfer.records.MethodResult`'s ``to_json``). ``target``: the real target run
+        (Oracle). ``out``: where the transferred trajectory, ``results.json`` and the resume state go
+        (None: nothing is written): a folder, claimed for this run, or one a command already holds for
+        several runs (:func:`transfer_output`; it is not claimed again, nor its ``results.json`` read
+        again). ``callback(t, record)`` runs after each step (``record``: the resume record's JSON)."""
         started = time.perf_counter()
         cls = _method_class(method)
         src, ends = self._source(source)
         theta2_0, init_desc = self._target_init(target_init)
         tgt = self._target_run(cls, target, theta2_0)
         setting = self._setting(cls.name, src, init_desc, theta2_0, tgt)
+        data = (src, ends, theta2_0, tgt)
         if out is None:
-            return self._run(cls, setting, (src, ends, theta2_0, tgt), None, (callback, started, None))
-        out_path = Path(out)
+            return self._run(cls, setting, data, None, (callback, started))
         inputs = {"source trajectory": src.path, "target run": tgt.path if tgt else None,
                   "target init": _path_of(target_init)}  # fmt: skip
-        read: list[dict | None] = [None]  # results.json as the claim read it: the run adds its entry to it
         with contextlib.ExitStack() as held:
+            if isinstance(out, TransferFolder):  # a command holds it for all its methods
+                folder = out
+            else:  # held (claimed, results.json read) for this run
+                folder = held.enter_context(transfer_output(out, f"transfer run --method {cls.name}"))
+            replaced = self.options.write_trajectory
+            agree((lambda: folder.check(cls.name, inputs, setting, replaced=replaced)) if dist.is_main() else None)
+            return self._run(cls, setting, data, folder, (callback, started))
 
-            def claim() -> None:
-                check_output_folder(out_path, cls.name, inputs, replaced=self.options.write_trajectory)
-                command = f"transfer run --method {cls.name}"
-                held.enter_context(output_folder(out_path, "transfer", owned_by_transfer, command))
-                read[0] = check_results_setting(out_path, setting)
-
-            agree(claim if dist.is_main() else None)
-            return self._run(cls, setting, (src, ends, theta2_0, tgt), out_path, (callback, started, read[0]))
-
-    def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, out: Path | None, call: tuple) -> dict:
+    def _run(self, cls: type[TransferMethod], setting: dict, inputs: tuple, folder: TransferFolder | None,
+             call: tuple) -> dict:  # fmt: skip
         src, ends, theta2_0, tgt = inputs
-        callback, started, existing = call
+        callback, started = call
+        out = folder.path if folder is not None else None
+        clock = PhaseClock()
+        store = TimedStore(out / ".state" / cls.name, clock) if out is not None and dist.is_main() else MemoryStore()
+        record = load_record(store, setting)  # before anything is written: a refused record leaves the folder as it was
         t_spec = time.perf_counter()
         spec = self._spec_for_run(out)
         spec_seconds = time.perf_counter() - t_spec
-        clock = PhaseClock()
-        store = TimedStore(out / ".state" / cls.name, clock) if out is not None and dist.is_main() else MemoryStore()
         ctx = RunContext(
             clock=clock,
             spec=spec,
@@ -192,10 +187,10 @@ class TransferEngine:
             store=store,
             target=tgt,
         )
-        outputs = RunOutputs(ctx, setting, out, existing)
+        outputs = RunOutputs(ctx, setting, folder)
         loop = Loop(cls(ctx), setting, out, outputs)
         try:
-            record = loop.run(callback)
+            record = loop.run(record, callback)
         except BaseException:
             outputs.abort()
             raise

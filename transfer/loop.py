@@ -1,4 +1,4 @@
-"""The steps 0..T of one method: resume from the store, choose pi_t, evaluate, commit each step."""
+"""The steps 0..T of one method: resume from the store's record, choose pi_t, evaluate, commit each step."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from transfer.context import TransferContext
 from transfer.lap import LapProofs, LapWarm
 from transfer.matching import Matcher
 from transfer.methods import TransferMethod
-from transfer.outputs import remove_state_if_alone
+from transfer.outputs import agree, remove_state_if_alone
 from transfer.pairs import PairSource
 from transfer.phases import PhaseClock
+from transfer.records import RunRecord
+from transfer.store import MemoryStore
 from transfer.trajectory import TrajectoryError
 from transfer.writer import RunOutputs
 
-__all__ = ["Loop", "RunContext", "new_record"]
+__all__ = ["Loop", "RunContext", "load_record"]
 
 log = logging.getLogger("transfer.engine")
 
@@ -40,16 +42,17 @@ class Loop:
         self.outputs = outputs  # each evaluated step's checkpoint goes there at once
         self.ready_at = time.perf_counter()  # when the first step starts (inputs and resume state read)
 
-    def run(self, callback: Callback | None) -> dict:
+    def run(self, record: RunRecord | None, callback: Callback | None) -> RunRecord:
+        """The steps after ``record``'s (None: a fresh start, from step 0); returns the record of the
+        finished run."""
         store = self.ctx.store
-        record = dist.broadcast_object(store.load_record(self.setting) if dist.is_main() else None)
         fresh = record is None
         if record is None:
-            record = new_record(self.setting)
+            record = RunRecord(dict(self.setting))
         else:
-            log.info("resuming %s after step %d", self.setting["method"], record["done"])
-        self.ctx.clock.resume(record.get("phases"))
-        record["phases"] = dict(self.ctx.clock.seconds)
+            log.info("resuming %s after step %d", self.setting["method"], record.done)
+        self.ctx.clock.resume(record.phases)
+        record.phases = dict(self.ctx.clock.seconds)
         try:
             self._steps(record, callback)
         except (ValueError, FloatingPointError, TrajectoryError):
@@ -61,8 +64,8 @@ class Loop:
             raise
         return record
 
-    def _steps(self, record: dict, callback: Callback | None) -> None:
-        ctx, T, done = self.ctx, self.ctx.options.T, record["done"]
+    def _steps(self, record: RunRecord, callback: Callback | None) -> None:
+        ctx, T, done = self.ctx, self.ctx.options.T, record.done
         perms = {t: ctx.store.load_perm(t) for t in range(done + 1)} if dist.is_main() else {}
         perms = dist.broadcast_object(perms)
         if not dist.is_main():
@@ -84,19 +87,21 @@ class Loop:
                     ctx.store.save_warm(t, ctx.lap_warm)
                 perms[t] = perm
                 t1 = time.perf_counter()
-                record["seconds"] += t1 - t0
+                record.seconds += t1 - t0
                 with clock("evaluation"):
                     loss, acc, theta = self._evaluate(t, ctx.theta2(perm, t))
-                record["eval_seconds"] += time.perf_counter() - t1
+                record.eval_seconds += time.perf_counter() - t1
                 self.outputs.checkpoint(t, theta, perm, loss, acc)
-                commit_step(record, t, T, loss, acc, ctx)
-                record["phases"] = dict(clock.seconds)  # the commit's own time: in the next commit
+                totals = ctx.totals
+                record.commit(t, T, loss, acc, totals.lsa_calls, totals.lsa_seconds, totals.proofs)
+                totals.lsa_calls, totals.lsa_seconds, totals.proofs = 0, 0.0, LapProofs()
+                record.phases = dict(clock.seconds)  # the commit's own time: in the next commit
                 ctx.store.commit(record)
                 bar.update(1)
                 bar.set_postfix(val_acc=f"{acc:.4f}", solve=f"{ctx.solve_seconds - solve0:.1f}s")
                 if callback is not None:
-                    callback(t, dict(record))
-        record["phases"] = dict(clock.seconds)
+                    callback(t, record.to_json())
+        record.phases = dict(clock.seconds)
         bar.close()
 
     def _evaluate(self, t: int, theta: State) -> tuple[float, float, State]:
@@ -110,29 +115,16 @@ class Loop:
         return loss, acc, theta
 
 
-def new_record(setting: Mapping[str, Any]) -> dict:
-    return {
-        "setting": dict(setting),
-        "done": -1,
-        "val_acc": [],
-        "val_loss": [],
-        "seconds": 0.0,
-        "eval_seconds": 0.0,
-        "lsa_calls": 0,
-        "lsa_seconds": 0.0,
-        "complete": False,
-    }
+def load_record(store: MemoryStore, setting: Mapping[str, Any]) -> RunRecord | None:
+    """The resume record of ``store`` for ``setting`` (None: a fresh start), read on rank 0 and sent to
+    every rank; a refusal reaches every rank (:func:`transfer.outputs.agree`)."""
+    read: list[RunRecord | None] = [None]
 
+    def load() -> None:
+        read[0] = store.load_record(setting)
 
-def commit_step(record: dict, t: int, T: int, loss: float, acc: float, ctx: TransferContext) -> None:
-    record["val_loss"].append(loss)
-    record["val_acc"].append(acc)
-    record["lsa_calls"] += ctx.totals.lsa_calls
-    record["lsa_seconds"] += ctx.totals.lsa_seconds
-    record["lap_proofs"] = LapProofs.from_json(record.get("lap_proofs")).merge(ctx.totals.proofs).to_json()
-    ctx.totals.lsa_calls, ctx.totals.lsa_seconds, ctx.totals.proofs = 0, 0.0, LapProofs()
-    record["done"] = t
-    record["complete"] = t == T
+    agree(load if dist.is_main() else None)
+    return dist.broadcast_object(read[0] if dist.is_main() else None)
 
 
 def bn_keys(ctx: TransferContext) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,18 @@ from safetensors.torch import load_file
 
 from transfer import distributed as dist
 from transfer.files import MARKER, FolderError, output_folder, refuse_inputs_inside
-from transfer.results import TransferError, load_results
+from transfer.records import MethodResult, ResultsFile
+from transfer.results import RESULTS, TransferError, load_results, write_results
 
 __all__ = [
     "PERMUTATIONS",
     "SPEC_FILE",
+    "TransferFolder",
     "transfer_output",
     "agree",
     "owned_by_transfer",
     "check_output_folder",
     "shared_setting",
-    "check_results_setting",
     "load_permutations",
     "replace_folder",
     "remove_state_if_alone",
@@ -37,17 +39,52 @@ PERMUTATIONS = "permutations.safetensors"  # beside a transferred trajectory's c
 SPEC_FILE = "spec.json"  # OUT/.state/spec.json: the inferred spec, so a rerun or another method does not trace again
 
 
+@dataclass
+class TransferFolder:
+    """An output folder as a command holds it: claimed and locked once (:func:`transfer_output`), with its
+    ``results.json`` as read at the claim (None: there is none yet). Each method run checks its own
+    sub-folder and setting against it and adds its entry to it, so the file is read once per command."""
+
+    path: Path
+    results: ResultsFile | None = None
+
+    def check(self, method: str, inputs: Mapping[str, Path | None], setting: Mapping[str, Any], *,
+              replaced: bool = True) -> None:  # fmt: skip
+        """Before ``method``'s work: its sub-folder may be replaced (:func:`check_output_folder`) and the
+        results already here are of the same setting."""
+        check_output_folder(self.path, method, inputs, replaced=replaced)
+        if self.results is not None and self.results.setting != shared_setting(setting):
+            raise TransferError(
+                f"{self.path / RESULTS} holds results of another setting ({self.results.setting}); "
+                "use another --out or delete it"
+            )
+
+    def add(self, setting: Mapping[str, Any], method: str, result: MethodResult) -> ResultsFile:
+        """Add (or replace) ``method``'s entry and write ``results.json``."""
+        shared = shared_setting(setting)
+        results = self.results or ResultsFile(shared)
+        if results.setting != shared:
+            raise TransferError(f"{self.path / RESULTS} holds results of another setting; use another --out")
+        self.results = results.with_method(method, result)
+        write_results(self.path, self.results)
+        return self.results
+
+
 @contextlib.contextmanager
-def transfer_output(out: str | os.PathLike, command: str = "transfer run"):
+def transfer_output(out: str | os.PathLike, command: str = "transfer run") -> Iterator[TransferFolder]:
     """Hold ``out`` as a transfer output folder for the duration (claimed, locked: see
-    :func:`transfer.files.output_folder`). Under torch.distributed only rank 0 holds it, and a refusal
-    reaches every rank. Re-entrant: a command may hold it across several methods' runs."""
+    :func:`transfer.files.output_folder`) and read its ``results.json``: the one claim of a command,
+    whether the command line holds the folder for all its methods or :meth:`TransferEngine.run` for one.
+    Under torch.distributed only rank 0 holds it and reads the file, and a refusal reaches every rank."""
+    folder = TransferFolder(Path(out))
     with contextlib.ExitStack() as held:
-        if dist.is_main():
-            agree(lambda: held.enter_context(output_folder(out, "transfer", owned_by_transfer, command)))
-        else:
-            agree(None)
-        yield Path(out)
+
+        def claim() -> None:
+            held.enter_context(output_folder(folder.path, "transfer", owned_by_transfer, command))
+            folder.results = load_results(folder.path)
+
+        agree(claim if dist.is_main() else None)
+        yield folder
 
 
 def agree(check: Callable[[], None] | None) -> None:
@@ -121,17 +158,6 @@ def load_permutations(folder: str | os.PathLike) -> list[dict[str, torch.Tensor]
         t, group = key.split("/", 1)
         steps.setdefault(int(t[1:]), {})[group] = perm.long()
     return [steps[t] for t in sorted(steps)]
-
-
-def check_results_setting(out: Path, setting: Mapping[str, Any]) -> dict | None:
-    """``out/results.json`` as read (None when there is none yet), refused when it holds another setting."""
-    existing = load_results(out)
-    if existing is not None and existing.get("setting") != shared_setting(setting):
-        raise TransferError(
-            f"{out / 'results.json'} holds results of another setting ({existing.get('setting')}); "
-            "use another --out or delete it"
-        )
-    return existing
 
 
 def replace_folder(new: Path, folder: Path) -> None:

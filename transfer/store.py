@@ -2,8 +2,9 @@
 
 A transfer commits after every step: the step's permutation (and whatever the method keeps, such as
 FGMT's gradient pair, and the re-estimated BatchNorm statistics) go to safetensors files first, then
-``state.json`` is replaced atomically. ``state.json`` is the only index: a rerun continues after the
-last step it records, and files of a step it does not record are simply written again.
+``state.json`` (a :class:`~transfer.records.RunRecord`) is replaced atomically. ``state.json`` is the
+only index: a rerun continues after the last step it records, and files of a step it does not record
+are simply written again.
 
 :class:`MemoryStore` is the same interface for a transfer without an output folder: it keeps the
 permutations and BatchNorm statistics in memory and persists nothing.
@@ -25,13 +26,14 @@ from safetensors.torch import load_file, save
 from permgraph.apply import Permutation
 from transfer.files import atomic_write_bytes, atomic_write_json
 from transfer.lap import LapWarm
+from transfer.records import OLD_RESULTS, RunRecord, TransferError, check_format
 
 __all__ = ["RunStore", "MemoryStore", "StoreError"]
 
 State = dict[str, torch.Tensor]
 
 
-class StoreError(ValueError):
+class StoreError(TransferError):
     """Resume state that belongs to another setting, or that cannot be read."""
 
 
@@ -42,10 +44,10 @@ class MemoryStore:
         self._perms: dict[int, Permutation] = {}
         self._bn: dict[int, State] = {}
 
-    def load_record(self, setting: Mapping[str, Any]) -> dict | None:
+    def load_record(self, setting: Mapping[str, Any]) -> RunRecord | None:
         return None
 
-    def commit(self, record: Mapping[str, Any]) -> None:
+    def commit(self, record: RunRecord) -> None:
         pass
 
     def save_perm(self, t: int, perm: Permutation) -> None:
@@ -84,33 +86,35 @@ class MemoryStore:
 class RunStore(MemoryStore):
     """The files under ``folder`` (``OUT/.state/<method>/``) that let a transfer resume."""
 
-
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
         self.folder = Path(folder)
 
     # ---- the index --------------------------------------------------------------------
-    def load_record(self, setting: Mapping[str, Any]) -> dict | None:
-        """The committed record, or None for a fresh start. Refuses a record of another setting."""
+    def load_record(self, setting: Mapping[str, Any]) -> RunRecord | None:
+        """The committed record, checked, or None for a fresh start. Refuses a record of another version
+        or of another setting."""
         path = self.folder / "state.json"
         if not path.exists():
             return None
         try:
-            record = json.loads(path.read_text())
+            data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise StoreError(f"{path} is not a readable transfer state ({e}); delete {self.folder} to start over") from e
-        if not isinstance(record, dict) or record.get("setting") != dict(setting):
-            got = record.get("setting") if isinstance(record, dict) else None
+        redo = f"delete {self.folder} to redo this method from the start"
+        if isinstance(data, dict):
+            check_format(data, f"{path}, the resume state of {setting.get('method')},", f"{OLD_RESULTS}, or {redo}")
+        if not isinstance(data, dict) or data.get("setting") != dict(setting):
+            got = data.get("setting") if isinstance(data, dict) else None
             raise StoreError(
                 f"{self.folder} holds an unfinished {setting.get('method')} run with another setting ({got}); "
                 "rerun with the same arguments, or use another --out / delete it"
             )
-        if not _valid_record(record, setting.get("T")):
-            raise StoreError(f"{path} is not a consistent transfer state; delete {self.folder} to start over")
-        return record
+        T = setting.get("T")
+        return RunRecord.from_json(data, T if isinstance(T, int) else -1, f"the transfer state {path}", redo)
 
-    def commit(self, record: Mapping[str, Any]) -> None:
-        atomic_write_json(self.folder / "state.json", dict(record))
+    def commit(self, record: RunRecord) -> None:
+        atomic_write_json(self.folder / "state.json", record.to_json())
 
     # ---- tensors ----------------------------------------------------------------------
     def _file(self, kind: str, t: int) -> Path:
@@ -184,21 +188,6 @@ class RunStore(MemoryStore):
     def discard(self) -> None:
         """Remove the folder (a deterministic failure: a rerun would fail the same way)."""
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _valid_record(record: Mapping[str, Any], T: Any) -> bool:
-    """The fields the engine reads, with the types and lengths it relies on."""
-    done = record.get("done")
-    if isinstance(done, bool) or not isinstance(done, int) or not isinstance(T, int) or not -1 <= done <= T:
-        return False
-    lists = [record.get(k) for k in ("val_acc", "val_loss")]
-    if not all(isinstance(v, list) and len(v) == done + 1 and all(_is_number(x) for x in v) for v in lists):
-        return False
-    return all(_is_number(record.get(k)) for k in ("seconds", "eval_seconds", "lsa_seconds", "lsa_calls"))
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _strip(pair: Mapping[str, torch.Tensor], prefix: str) -> State:

@@ -15,10 +15,9 @@ from safetensors.torch import save as save_tensors
 from transfer import distributed as dist
 from transfer.context import TransferContext
 from transfer.files import atomic_write_bytes, temporary_folder
-from transfer.lap import LapProofs
-from transfer.outputs import PERMUTATIONS, replace_folder, shared_setting
+from transfer.outputs import PERMUTATIONS, TransferFolder, replace_folder
 from transfer.phases import PHASES
-from transfer.results import with_method
+from transfer.records import MethodResult, RunRecord
 from transfer.trajectory import TrajectoryWriter, schedule_lambdas
 
 __all__ = ["RunOutputs"]
@@ -34,16 +33,16 @@ class RunOutputs:
     the store), :meth:`checkpoint` writes each evaluated step from memory, :meth:`write` finishes the
     trajectory and the entry, :meth:`abort` leaves nothing behind."""
 
-    def __init__(self, ctx: TransferContext, setting: dict, out: Path | None, existing: dict | None = None) -> None:
-        self.ctx, self.setting, self.out = ctx, setting, out
-        self.existing = existing  # OUT/results.json as the folder's claim read it (the folder is held since)
-        self.written = out is not None and dist.is_main() and ctx.options.write_trajectory
+    def __init__(self, ctx: TransferContext, setting: dict, folder: TransferFolder | None) -> None:
+        self.ctx, self.setting, self.folder = ctx, setting, folder  # the folder as held (results.json read once)
+        self.out = folder.path if folder is not None else None
+        self.written = folder is not None and dist.is_main() and ctx.options.write_trajectory
         self.seconds = 0.0  # spent writing checkpoints (the "writing" phase)
         self._tmp: Path | None = None
         self._writer: TrajectoryWriter | None = None
         self._perms: dict[int, Permutation] = {}
 
-    def start(self, record: Mapping, perms: Mapping[int, Permutation]) -> None:
+    def start(self, record: RunRecord, perms: Mapping[int, Permutation]) -> None:
         """Open the temporary trajectory and write the steps ``perms`` holds (done before a resume)."""
         if not self.written:
             return
@@ -54,7 +53,7 @@ class RunOutputs:
                                         seed=self.setting["seed"], config=self.setting)  # fmt: skip
         self.seconds += time.perf_counter() - t0
         for t in sorted(perms):
-            self.checkpoint(t, self._resumed_state(t, perms[t]), perms[t], record["val_loss"][t], record["val_acc"][t])
+            self.checkpoint(t, self._resumed_state(t, perms[t]), perms[t], record.val_loss[t], record.val_acc[t])
 
     def checkpoint(self, t: int, theta: State, perm: Permutation, loss: float, acc: float) -> None:
         """Write step ``t``: ``theta`` as evaluated (BatchNorm statistics re-estimated)."""
@@ -71,49 +70,45 @@ class RunOutputs:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = self._writer = None
 
-    def result(self, record: Mapping) -> dict:
-        rec, options = record, self.ctx.options
-        acc = rec["val_acc"]
-        result = {
-            "t": list(range(options.T + 1)),
-            "val_acc": acc,
-            "val_loss": rec["val_loss"],
-            "best_t": max(range(len(acc)), key=lambda i: (acc[i], -i)),
-            "seconds": rec["seconds"],
-            "eval_seconds": rec["eval_seconds"],
-            "lsa_calls": rec["lsa_calls"],
-            "lsa_seconds": rec["lsa_seconds"],
-            "lap_proofs": LapProofs.from_json(rec.get("lap_proofs")).to_json(),
-        }
-        if options.linear:
-            result["lambdas"] = schedule_lambdas(options.T, options.schedule)
-        else:
-            result["source_steps"] = self.ctx.source.steps()
-        if self.setting["target"] is not None:
-            result["target"] = self.setting["target"]
-        result["world_size"] = dist.world_size()
-        return result
+    def result(self, record: RunRecord) -> MethodResult:
+        """The method's entry of ``results.json`` from the finished run's record (no phases yet)."""
+        options, acc = self.ctx.options, record.val_acc
+        linear = options.linear
+        return MethodResult(
+            t=list(range(options.T + 1)),
+            val_acc=acc,
+            val_loss=record.val_loss,
+            best_t=MethodResult.best_of(acc),
+            seconds=record.seconds,
+            eval_seconds=record.eval_seconds,
+            lsa_calls=record.lsa_calls,
+            lsa_seconds=record.lsa_seconds,
+            lap_proofs=record.lap_proofs,
+            lambdas=schedule_lambdas(options.T, options.schedule) if linear else None,
+            source_steps=None if linear else self.ctx.source.steps(),
+            target=self.setting["target"],
+            world_size=dist.world_size(),
+        )
 
-    def write(self, record: Mapping, before: Mapping[str, float] | None = None, started: float | None = None) -> dict:
+    def write(self, record: RunRecord, before: Mapping[str, float] | None = None, started: float | None = None) -> dict:
         """Finish the trajectory (unless ``options.write_trajectory`` is False) and write the entry, whose
         ``phases`` are ``before`` (what preceded the steps), the steps' own and the writing, and whose
-        ``wall_seconds`` runs from ``started`` (perf_counter) to now."""
+        ``wall_seconds`` runs from ``started`` (perf_counter) to now; returns the entry as written."""
         t0 = time.perf_counter()
         if self.written:
             self._finish_trajectory()
         result = self.result(record)
-        phases = {**dict.fromkeys(PHASES, 0.0), **dict(before or {}), **record["phases"]}
+        phases = {**dict.fromkeys(PHASES, 0.0), **dict(before or {}), **record.phases}
         phases["writing"] = self.seconds + time.perf_counter() - t0
-        result["phases"] = {k: round(phases[k], 3) for k in PHASES}
+        result.phases = {k: round(phases[k], 3) for k in PHASES}
         if started is not None:
             wall = time.perf_counter() - started
-            result["phases"]["other"] = round(max(0.0, wall - sum(phases[k] for k in PHASES)), 3)
-            result["wall_seconds"] = round(wall, 3)
-        result["trajectory"] = self.written
-        if self.out is None or not dist.is_main():
-            return result
-        with_method(self.out, self.existing, shared_setting(self.setting), self.setting["method"], result)
-        return result
+            result.phases["other"] = round(max(0.0, wall - sum(phases[k] for k in PHASES)), 3)
+            result.wall_seconds = round(wall, 3)
+        result.trajectory = self.written
+        if self.folder is not None and dist.is_main():
+            self.folder.add(self.setting, self.setting["method"], result)
+        return result.to_json()
 
     def _resumed_state(self, t: int, perm: Permutation) -> State:
         """theta_2^t of a step an earlier process evaluated: its BatchNorm statistics from the store."""

@@ -44,12 +44,12 @@ def finetune(
     if results is None:
         raise TransferError(f"{results_dir} holds no results.json; run `transfer run --out {results_dir}` first")
     method = method or best_method(results)
-    if method not in results["methods"]:
-        raise TransferError(f"{results_dir}/results.json has no {method!r} (it has {sorted(results['methods'])})")
-    best_t = int(results["methods"][method]["best_t"])
+    if method not in results.methods:
+        raise TransferError(f"{results_dir}/results.json has no {method!r} (it has {sorted(results.methods)})")
+    best_t = results.methods[method].best_t
     start = Trajectory(results_dir / method).load(best_t)
     check_finite(start, f"the transferred point t={best_t} of {results_dir / method}")
-    setting = results["setting"]
+    setting = results.setting
     splits = open_data(data if data is not None else setting["data"], trust_code=data is not None)
     control = replace(control or TrainControl(), trust_code=model is not None)
     dest = Path(dest) if dest is not None else results_dir / f"finetune_{method}"

@@ -206,7 +206,6 @@ def _run(args: argparse.Namespace) -> int:
     from transfer import distributed as dist
     from transfer.engine import TransferEngine, open_trajectory, process_age, transfer_output
     from transfer.plots import PLOT, plot_results
-    from transfer.results import load_results
 
     options = _options(args)
     dist.init_from_env(options.device)
@@ -226,10 +225,10 @@ def _run(args: argparse.Namespace) -> int:
     engine.note_phase("data", time.perf_counter() - t0)
     if startup is not None:
         engine.note_phase("startup", startup)
-    with transfer_output(out):  # one writer for every method of the command
-        rows = [(m, engine.run(m, src, target_init, target=args.target, out=out)) for m in args.method]
-        if dist.is_main():  # every method in results.json, those of earlier commands too
-            plot_results(load_results(out), Path(out) / PLOT)
+    with transfer_output(out) as folder:  # the one claim of the command; results.json read once, here
+        rows = [(m, engine.run(m, src, target_init, target=args.target, out=folder)) for m in args.method]
+        if dist.is_main() and folder.results is not None:  # every method, those of earlier commands too
+            plot_results(folder.results.to_json(), folder.path / PLOT)
     if dist.is_main():
         _print_rows(rows, args.T, out)
     return 0

@@ -21,6 +21,7 @@ import torch
 
 from transfer.engine import TransferEngine
 from transfer.options import TransferOptions, options_from
+from transfer.records import FORMAT
 from transfer.results import load_results
 from transfer.trajectory import Trajectory
 from zoo.data import DataSplits
@@ -99,16 +100,17 @@ def transfer_methods(
     inputs, so experiments share transfers too; each transferred trajectory is ``out/<method>/``."""
     kw = dict(options)
     if out is None:
-        out = pool_folder(ctx, "transfer", str(source.path), str(target.path), None, data.name, kw)
-    existing = load_results(out) or {}
+        # the results format in the key: a folder of an older format is left alone (the engine refuses it)
+        out = pool_folder(ctx, "transfer", str(source.path), str(target.path), None, data.name, kw, FORMAT)
+    existing = load_results(out)  # a ResultsFile, checked; the engine reads it again only to run a method
     options_ = options_from(TransferOptions, {**kw, "progress": ctx.progress, "device": ctx.device}, "the transfer options")
     engine = TransferEngine(build(source.model), data, options_)
     results: dict[str, dict] = {}
     for m in methods:
-        prev = existing.get("methods", {}).get(m)
-        reusable = prev is not None and len(prev["val_acc"]) == options_.T + 1
-        if reusable and _same_transfer(existing["setting"], source, target, data, options_):
-            results[m] = prev
+        prev = existing.methods.get(m) if existing is not None else None
+        reusable = prev is not None and len(prev.val_acc) == options_.T + 1
+        if reusable and _same_transfer(existing.setting, source, target, data, options_):
+            results[m] = prev.to_json()
             continue
         ctx.say(f"transfer {m}: T={options_.T}, {options_.schedule} schedule -> {out}")
         results[m] = engine.run(m, source, target, target=target, out=out)  # used by methods that need it
