@@ -7,9 +7,10 @@ seconds on one core):
   solves n = 256 / 1024 / 2048 in 0.004 / 0.06 / 0.20 s, scipy in 0.5-0.7 s (a ~0.4 s import included) and our auction in
   0.6 / 1.0 / 1.7 s.
   So every matrix whose rows disagree on their best column goes to lapx when it is installed.
-* Gradient costs (FGMT on mlp2, width 4096: low rank, most rows prefer the same few columns): the
-  auction takes 2.8 s, scipy 14.6 s, lapx's fastest exact solver (``lapjvc``) 18.5 s;
-  the other lapx / lapjv solvers ran out of 60 s. The auction stays hand-written for these.
+* Gradient costs (FGMT on mlp2, width 4096: low rank, most rows prefer the same few columns):
+  scipy takes 14.6 s, lapx's fastest exact solver (``lapjvc``) 18.5 s, our exact auction 0.6-1.8 s
+  (warm / cold); :func:`transfer.lap_structured.structured_solve` (a rough auction, then an exact
+  sparse solve on a core with a dual certificate on every dense entry) 0.25-0.8 s, so it takes them.
 * What tells the two apart cheaply: the share of distinct row-argmax columns, 0.6 on the
   weight-matching matrices, 0.06 on the gradient ones (``_SPREAD``).
 * Without lapx (an optional dependency) scipy takes every matrix below ``AUCTION_MIN_SIZE`` and
@@ -27,16 +28,13 @@ price wars (many identical rows) exceeds a bid budget and goes to an exact solve
 Every solver here is exact: where two reach the optimum they differ only on exact ties.
 
 What each answer proves (:class:`LapResult`, added up per run in :class:`LapProofs`, which the engine
-writes to ``results.json`` as ``lap_proofs``): the auction's prices bound its gap to the optimum
-(:func:`auction_gap`, one pass over the matrix); lapx and scipy give no duals. ``certify=True``
-(``Matcher.certify``) makes every answer exact with a dual certificate on the whole matrix:
-:func:`transfer.lap_certified.certified_solve` on a core picked by the answer's prices, plus a repair
-loop where the core misses the optimum. The dispatcher picks the certified solve where the auction
-gives up (its bid budget exceeded, as on vgg11_bn's nearly degenerate sorted-start 4096 matrix: 6.4 s
-of CPU against scipy's 14 s and OR-Tools' 7.6 s), before scipy. Elsewhere it does not win
-(``bench/solvers.py lap`` and ``warm``): it ties lapx's ``lapjv`` on weight-matching costs, and on
-consecutive FGMT matrices a warm certified solve needs 4-6 repair rounds, 6.8 s of CPU for five
-against the warm auction's 4.6 s.
+writes to ``results.json`` as ``lap_proofs``): the structured and certified solves carry a
+:class:`~transfer.lap_certified.Certificate` (rounds, dense violations found, largest final
+violation); the auction's prices bound its gap to the optimum (:func:`auction_gap`); lapx and scipy
+give no duals. ``certify=True`` (``Matcher.certify``) certifies every other answer too
+(:func:`transfer.lap_certified.certified_solve` from its prices). Where the structured solve fails
+(a price war, as on vgg11_bn's nearly degenerate sorted-start 4096 matrix) the exact auction, then
+the certified core solve from no prices (6.4 s there against scipy's 14 s), then scipy take over.
 """
 
 from __future__ import annotations
@@ -48,6 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from transfer.lap_certified import Certificate, CoreFailure, certified_solve
+from transfer.lap_structured import PriceWar, structured_solve
 
 try:  # optional: pip install lapx (module "lap")
     import lap as _lapx
@@ -55,7 +54,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _lapx = None
 
 __all__ = ["solve_lap", "solve_lap_result", "LapResult", "scipy_lap", "lapx_lap", "auction_lap", "auction_solve",
-           "auction_gap", "LapProofs", "LapWarm", "AUCTION_MIN_SIZE", "HAVE_LAPX"]
+           "auction_gap", "LapProofs", "LapWarm", "AUCTION_MIN_SIZE", "HAVE_LAPX"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +69,9 @@ class _BudgetExceeded(RuntimeError):
 
 class LapWarm:
     """What one solve leaves for the next solve of a similar matrix (the same group's cost one step
-    later): its assignment and, when the auction solved it, its prices. :func:`solve_lap` reads it
-    and writes the new ones back; only the auction starts from it (the libraries take no start).
+    later): its assignment and, when an auction or a certified solve made it, its column prices or
+    duals. :func:`solve_lap` reads it and writes the new ones back; the structured solve and the
+    auction start from it (the libraries take no start).
 
     >>> warm = LapWarm()
     >>> solve_lap(np.array([[1.0, 5.0], [4.0, 1.0]]), warm=warm).tolist(), warm.cols.tolist()
@@ -93,7 +93,7 @@ class LapWarm:
 
 class LapResult(NamedTuple):
     """One solve: the assignment, the column prices it leaves (None from the libraries), the solver
-    (``"lapx"``, ``"auction"``, ``"certified"``, ``"scipy"``), a proven bound on how far its objective
+    (``"lapx"``, ``"structured"``, ``"auction"``, ``"certified"``, ``"scipy"``), a proven bound on how far its objective
     may fall short of the optimum (None where the solver gives no duals), and the certified solver's
     :class:`~transfer.lap_certified.Certificate` (None for the others)."""
 
@@ -195,13 +195,23 @@ def _dispatch(a: np.ndarray, warm: LapWarm | None) -> LapResult:
     if HAVE_LAPX and len(np.unique(a.argmax(axis=1))) >= _SPREAD * n:
         return LapResult(lapx_lap(a), None, "lapx")
     if n >= AUCTION_MIN_SIZE:
-        for start in ([warm, None] if warm is not None and warm.fits(n) else [None]):
+        fit = warm is not None and warm.fits(n)
+        starts = [warm, None] if fit else [None]
+        try:  # rough auction + certified core: FGMT's 4096 costs in 0.3-0.9 s, exact with a certificate
+            sol = structured_solve(a, warm.prices if fit else None, warm.cols if fit else None)
+            return LapResult(sol.cols, sol.v, "structured", sol.certificate.gap_bound, sol.certificate)
+        except PriceWar as e:  # the exact auction would fight the same war
+            log.debug("structured solve at n=%d: %s", n, e)
+            starts = []
+        except CoreFailure as e:
+            log.debug("structured solve failed at n=%d: %s", n, e)
+        for start in starts:
             try:
                 cols, prices = auction_solve(a, start)
                 return LapResult(cols, prices, "auction", auction_gap(a, cols, prices))
             except _BudgetExceeded:
                 log.debug("auction bid budget exceeded at n=%d (warm start: %s)", n, start is not None)
-        try:  # where the auction gives up (nearly degenerate rows): vgg11_bn's sorted start, 6.4 s against scipy's 14
+        try:  # where the auctions give up (nearly degenerate rows): vgg11_bn's sorted start, 6.4 s against scipy's 14
             sol = certified_solve(a, start=warm.cols if warm is not None and warm.fits(n) else None)
             return LapResult(sol.cols, sol.v, "certified", sol.certificate.gap_bound, sol.certificate)
         except CoreFailure as e:

@@ -43,7 +43,7 @@ try:  # optional: pip install lapx (module "lap")
 except ImportError:  # pragma: no cover - depends on the environment
     _lapx = None
 
-__all__ = ["Certificate", "CertifiedSolution", "CoreFailure", "certified_solve", "check_duals", "core_duals"]
+__all__ = ["Certificate", "CertifiedSolution", "CoreFailure", "certified_solve", "certify_core", "check_duals", "core_duals"]
 
 DELTA = 2.0**-40  # per-edge slack of the dual recovery, relative to the matrix's span
 TOL = 4 * DELTA  # a dense entry violates the duals when a - u - v exceeds this (relative to the span)
@@ -130,17 +130,20 @@ def _sparse_solve(a: np.ndarray, lin: np.ndarray, prices: np.ndarray) -> np.ndar
     return cols.astype(np.int64)
 
 
-def core_duals(a: np.ndarray, lin: np.ndarray, cols: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+def core_duals(
+    a: np.ndarray, lin: np.ndarray, cols: np.ndarray, delta: float, start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Duals ``(u, v)`` for ``cols`` on the core ``lin`` (sorted ``i * n + j``, every row present):
-    ``u + v = a`` on ``cols`` and ``u[i] + v[j] >= a[i, j] - delta`` on the core. Raises
-    :class:`CoreFailure` when there are none (a negative cycle: ``cols`` not optimal on the core)."""
+    ``u + v = a`` on ``cols`` and ``u[i] + v[j] >= a[i, j] - delta`` on the core; ``v`` is the
+    largest such vector at most ``start`` (zeros if None). Raises :class:`CoreFailure` when there
+    are none (a negative cycle: ``cols`` not optimal on the core)."""
     n = a.shape[0]
     i, j = np.divmod(lin, n)
     w = a[i, cols[i]] - a[i, j] + delta  # edge j -> cols[i]: v[cols[i]] <= v[j] + w
     starts = np.searchsorted(i, np.arange(n))
     if starts.size and (np.diff(np.append(starts, len(lin))) == 0).any():
         raise CoreFailure("a row has no candidate column")
-    d = np.zeros(n)  # v, as distances from a virtual source joined to every column at 0
+    d = np.zeros(n) if start is None else np.array(start, dtype=np.float64)  # v: distances from a virtual source
     for _ in range(2 * n + 2):
         best = np.minimum.reduceat(d[j] + w, starts)  # per row i: the tightest bound on v[cols[i]]
         lower = best < d[cols]
@@ -179,10 +182,33 @@ def certified_solve(
     rows, cols, _ = _top_both(red, k)
     del red
     lin = np.unique(np.concatenate([rows * n + cols, np.arange(n) * n + start]))
-    cert, delta, tol = Certificate(), DELTA * span, TOL * span
+    return certify_core(a, lin, v, span, bf_start=np.zeros(n), repair_k=repair_k, max_rounds=max_rounds, ta=ta)
+
+
+def certify_core(
+    a: np.ndarray,
+    lin: np.ndarray,
+    prices: np.ndarray,
+    span: float,
+    *,
+    bf_start: np.ndarray | None = None,
+    repair_k: int = 8,
+    max_rounds: int = 30,
+    ta: torch.Tensor | None = None,
+) -> CertifiedSolution:
+    """Steps 2-4 of the module docstring on the core ``lin`` (sorted ``i * n + j``, holding a
+    perfect matching): solve it exactly, give it duals, check them on every dense entry, repair
+    and repeat until no entry violates them. ``prices``: column prices to reduce the first sparse
+    solve by; ``bf_start``: where the Bellman-Ford starts (default ``prices``; its answer is the
+    largest feasible ``v`` below it, so good prices give duals that few dense entries violate)."""
+    n = a.shape[0]
+    ta = torch.from_numpy(a) if ta is None else ta
+    k_rep = min(repair_k, n)
+    d0 = np.asarray(prices if bf_start is None else bf_start, dtype=np.float64)
+    cert, delta, tol, v = Certificate(), DELTA * span, TOL * span, np.asarray(prices, dtype=np.float64)
     while True:
         p = _sparse_solve(a, lin, v)  # v: the prices given, then the last round's duals
-        u, v = core_duals(a, lin, p, delta)
+        u, v = core_duals(a, lin, p, delta, d0)
         cert.rounds += 1
         worst, bad = _violators(a, u, v, tol)
         cert.max_violation, cert.candidates = worst / span, len(lin)
@@ -191,7 +217,7 @@ def certified_solve(
             break
         if cert.rounds >= max_rounds:
             raise CoreFailure(f"not certified after {max_rounds} rounds (max violation {worst / span:.3g} of the span)")
-        extra = _repair(ta, u, v, bad, repair_k)  # many violators (a poor first core): their rows' and columns' best
+        extra = _repair(ta, u, v, bad, k_rep)  # many violators (a poor first core): their rows' and columns' best
         lin = np.union1d(lin, extra if len(bad) > 2 * n else np.concatenate([bad, extra]))
     cert.gap_bound = n * max(0.0, worst)
     return CertifiedSolution(p, u, v, cert)

@@ -1,0 +1,192 @@
+"""Certified assignment for matrices whose rows want the same few columns: a rough auction, then a core.
+
+FGMT's gradient costs (mlp2, width 4096) have few distinct row-argmax columns (0.06 n), so every row
+fights for the same columns and exact dense solvers are slow on them (``docs/results/solvers.md``:
+scipy 15 s, lapx 18 s, our exact auction 0.6-1.8 s). An exact answer needs good column prices
+more than it needs exact bidding, so :func:`structured_solve` splits the work:
+
+1. **Rough prices.** A Jacobi auction (Bertsekas, epsilon scaling) on each row's ``k`` best columns
+   under the prices at the time, stopped at ``eps = rel_eps * span`` (1e-5, against 1e-9 for the
+   exact auction) and, in every phase, as soon as at most ``stop`` rows are still free: 93 % of the
+   exact auction's rounds were that tail, a few rows bidding per round in Python. Warm from a
+   previous solve's duals and assignment (``LapWarm``), unscaled: an auction only raises prices,
+   and the previous step's prices sit below this step's (the costs grow with the pairs summed).
+   The candidate lists are built in blocks of rows that stay in cache (a whole-matrix
+   ``argpartition`` allocates and faults in 256 MiB and cost 0.3-0.6 s).
+2. **Core.** Every list entry within ``theta * span`` of its row's best value under the final
+   prices (all of a row's list where the list may be stale), plus the auction's assignment with
+   its free rows given the free columns, so the core holds a perfect matching.
+3. **Exact and certified** by :func:`transfer.lap_certified.certify_core`: lapx's sparse
+   Jonker-Volgenant solve on the core, duals by Bellman-Ford from the auction's prices, a check of
+   every dense entry (``a - u - v <= 2**-38 * span``), repair rounds where it fails.
+
+Nothing here needs the auction to be exact or even eps-optimal: whatever it leaves, the answer is
+the core's optimum and it is returned only with a certificate on the whole matrix. A price war
+(nearly identical rows) exceeds ``bids_per_row`` bids per row and raises :class:`PriceWar` (a
+:class:`CoreFailure`), so the dispatcher moves on to solvers that do not bid.
+
+Measured on five consecutive mlp2-4096 FGMT costs solved in order, one thread (``bench/solvers.py
+warm``): see ``docs/results/solvers.md``, section "Consecutive FGMT solves".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transfer.lap_certified import CertifiedSolution, CoreFailure, certify_core
+
+__all__ = ["structured_solve", "row_lists", "rough_auction", "RoughAuction", "PriceWar"]
+
+
+class PriceWar(CoreFailure):
+    """The rough auction exceeded its bid budget: the matrix makes auctions fight price wars."""
+
+
+def row_lists(a: np.ndarray, prices: np.ndarray, k: int, rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``a - prices``: the columns of its ``k`` largest values (unordered) and the
+    (k+1)-th largest value, ``rows`` rows at a time (one temporary block that stays in cache)."""
+    n, m = a.shape
+    cand, bound = np.empty((n, k), dtype=np.int64), np.empty(n)
+    buf = np.empty((min(rows, n), m))
+    for r in range(0, n, rows):
+        b = buf[: min(rows, n - r)]
+        np.subtract(a[r : r + rows], prices, out=b)
+        part = np.argpartition(b, m - k - 1, axis=1)
+        cand[r : r + rows] = part[:, m - k :]
+        bound[r : r + rows] = np.take_along_axis(b, part[:, m - k - 1 : m - k], axis=1)[:, 0]
+    return cand, bound
+
+
+def _best_two(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: position of the largest value, the largest and the second largest (overwrites
+    ``vals``, a temporary)."""
+    rows = np.arange(vals.shape[0])
+    j = vals.argmax(axis=1)
+    v1 = vals[rows, j]
+    vals[rows, j] = -np.inf
+    return j, v1, vals.max(axis=1)
+
+
+class RoughAuction:
+    """A Jacobi auction's state on candidate lists: prices, partial assignment, bids made. Prices
+    only rise, so a column outside a row's list can never beat the list's bound: a bid is taken
+    from the list while its best value clears the bound, and the list is rebuilt otherwise."""
+
+    def __init__(self, a: np.ndarray, k: int, prices: np.ndarray, budget: int) -> None:
+        n = a.shape[0]
+        self.a, self.k, self.prices, self.budget, self.bids = a, k, prices, budget, 0
+        self.cand, self.bound = row_lists(a, prices, k)
+        self.cand_a = np.take_along_axis(a, self.cand, axis=1)
+        self.owner, self.assign = np.full(n, -1), np.full(n, -1)
+
+    def bid(self, free: np.ndarray, eps: float, stop: int) -> None:
+        """Rounds until at most ``stop`` rows are free: each free row bids for its best column,
+        each column goes to its highest bid (then lowest row), an outbid owner is free again."""
+        a, k, cand, bound, cand_a, prices = self.a, self.k, self.cand, self.bound, self.cand_a, self.prices
+        owner, assign, m = self.owner, self.assign, a.shape[1]
+        while free.size > stop:
+            self.bids += free.size
+            if self.bids > self.budget:
+                raise PriceWar(f"rough auction exceeded its budget of {self.budget} bids (a price war)")
+            cidx = cand[free]
+            jb, v1, v2 = _best_two(cand_a[free] - prices[cidx])
+            stale = v1 < bound[free]
+            if stale.any():  # rebuild those lists from the full rows
+                rows = free[stale]
+                red = a[rows] - prices
+                part = np.argpartition(red, m - k - 1, axis=1)
+                cand[rows], bound[rows] = part[:, m - k :], np.take_along_axis(red, part[:, m - k - 1 : m - k], axis=1)[:, 0]
+                cand_a[rows] = np.take_along_axis(a[rows], cand[rows], axis=1)
+                cidx = cand[free]
+                jb, v1, v2 = _best_two(cand_a[free] - prices[cidx])
+            best = cidx[np.arange(free.size), jb]
+            bids = prices[best] + (v1 - np.maximum(v2, bound[free])) + eps
+            order = np.lexsort((-bids, best))
+            first = np.ones(order.size, dtype=bool)
+            first[1:] = best[order][1:] != best[order][:-1]
+            win = order[first]
+            objs, winners = best[win], free[win]
+            outbid = owner[objs]
+            assign[outbid[outbid >= 0]] = -1
+            owner[objs], assign[winners], prices[objs] = winners, objs, bids[win]
+            free = np.flatnonzero(assign < 0)
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The lists' values under the current prices, and each row's best value (from its full
+        row where the list may be stale: its best no longer clears its bound)."""
+        vals = self.cand_a - self.prices[self.cand]
+        best = vals.max(axis=1)
+        stale = np.flatnonzero(best < self.bound)
+        if stale.size:
+            best[stale] = (self.a[stale] - self.prices).max(axis=1)
+        return vals, best
+
+    def free_not_eps_cs(self, eps: float) -> np.ndarray:
+        """Unassign and return the rows that are free or not eps-CS (slack above ``eps``)."""
+        _, best = self.values()
+        ok = np.flatnonzero(self.assign >= 0)
+        slack = np.full(len(best), np.inf)
+        slack[ok] = best[ok] - (self.a[ok, self.assign[ok]] - self.prices[self.assign[ok]])
+        free = np.flatnonzero(slack > eps)
+        held = self.assign[free]
+        self.owner[held[held >= 0]] = -1
+        self.assign[free] = -1
+        return free
+
+
+def rough_auction(
+    a: np.ndarray,
+    span: float,
+    prices: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+    *,
+    k: int = 128,
+    rel_eps: float = 1e-5,
+    factor: float = 6.0,
+    stop: int = 16,
+    bids_per_row: int = 100,
+) -> RoughAuction:
+    """Epsilon scaling from ``span / n`` down to ``rel_eps * span``, each phase stopped at ``stop``
+    free rows; from ``prices`` and the assignment ``start`` when given (its eps-CS rows kept)."""
+    n = a.shape[0]
+    st = RoughAuction(a, min(k, n - 2), np.zeros(n) if prices is None else prices.astype(np.float64, copy=True),
+                      bids_per_row * n)  # fmt: skip
+    eps, eps_final = span / n, rel_eps * span
+    if start is not None:
+        st.assign[:] = start
+        st.owner[start] = np.arange(n)
+    while True:
+        st.bid(st.free_not_eps_cs(eps), eps, stop)
+        if eps <= eps_final:
+            return st
+        eps = max(eps / factor, eps_final)
+
+
+def structured_solve(
+    a: np.ndarray,
+    prices: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+    *,
+    k: int = 128,
+    theta: float = 1e-3,
+    rel_eps: float = 1e-5,
+    stop: int = 16,
+) -> CertifiedSolution:
+    """Maximising assignment of a square float64 ``a`` with a dual certificate on every entry
+    (module docstring). ``prices`` / ``start``: a previous solve's column duals and assignment
+    for a similar matrix (both or neither). Raises :class:`CoreFailure` where it cannot certify."""
+    n = a.shape[0]
+    span = float(a.max() - a.min())
+    if n < 4 or span == 0.0:
+        raise CoreFailure("too small or constant: the dense solvers take it")
+    st = rough_auction(a, span, prices, start, k=k, rel_eps=rel_eps, stop=stop)
+    vals, best = st.values()
+    keep = vals >= (best - theta * span)[:, None]
+    keep[best - theta * span < st.bound] = True  # a possibly stale list: all of it
+    i, jj = np.nonzero(keep)
+    assign = st.assign.copy()
+    used = np.zeros(n, dtype=bool)
+    used[assign[assign >= 0]] = True
+    assign[assign < 0] = np.flatnonzero(~used)  # a perfect matching in the core
+    lin = np.union1d(i * n + st.cand[i, jj], np.arange(n) * n + assign)
+    return certify_core(a, lin, st.prices, span)
