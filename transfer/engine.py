@@ -99,6 +99,7 @@ class TransferEngine:
         self.param_keys = [n for n, _ in model.named_parameters(remove_duplicate=False)]
         self._pending: dict[str, float] = {}  # phases before the next run (start-up, data, spec): its entry reports them
         self._spec_key: str | None = None  # the cache key of a found or inferred spec (None: given, or not cacheable)
+        self._read: dict[str, tuple[tuple[str, str], Any]] = {}  # the last input run read per role (_read_once)
 
     def note_phase(self, name: str, seconds: float) -> None:
         """Report a phase the caller spent before the engine's work (``"startup"``, ``"data"``): the
@@ -149,9 +150,9 @@ class TransferEngine:
         started = time.perf_counter()
         cls = _method_class(method)
         src, ends = self._source(source)
-        theta2_0, init_desc = self._target_init(target_init)
+        theta2_0, init_desc, init_sha = self._target_init(target_init)
         tgt = self._target_run(cls, target, theta2_0)
-        setting = self._setting(cls.name, src, init_desc, theta2_0, tgt)
+        setting = self._setting(cls.name, src, (init_desc, init_sha), tgt)
         data = (src, ends, theta2_0, tgt)
         if out is None:
             return self._run(cls, setting, data, None, (callback, started))
@@ -213,6 +214,16 @@ class TransferEngine:
         return self._spec
 
     # ---- inputs ---------------------------------------------------------------------
+    def _read_once(self, role: str, run: Trajectory, read: Callable[[], Any]) -> Any:
+        """``read()`` of ``run``, or what it returned the last time for this ``role`` and the same run (its
+        path and content hash): a command running several methods on the same runs reads, checks and
+        hashes each checkpoint once. Only the last run per role is kept (what one run holds anyway)."""
+        key = (str(run.path.resolve()), trajectory_sha(run))
+        last = self._read.get(role)
+        if last is None or last[0] != key:
+            last = self._read[role] = (key, read())
+        return last[1]
+
     def _source(self, source: Trajectory | str | os.PathLike) -> tuple[Trajectory, tuple[State, State]]:
         """The source run, checked, and its first and last checkpoints (read and hashed once)."""
         src = open_trajectory(source, "source trajectory")
@@ -224,23 +235,36 @@ class TransferEngine:
             )
         if len(src) < 2:
             raise TransferError(f"source trajectory {src.path} has {len(src)} checkpoint(s); it needs init and final")
+        return src, self._read_once("source", src, lambda: self._source_ends(src))
+
+    def _source_ends(self, src: Trajectory) -> tuple[State, State]:
         theta1_0 = src.init()
         check_same_architecture(self.model.state_dict(), theta1_0, f"the source trajectory {src.path} (recorded model "
                                  f"{src.model!r})", self.model_name)  # fmt: skip
         check_finite(theta1_0, "the source init")
         theta1_T = src.final()
         check_finite(theta1_T, "the source's final checkpoint")
-        return src, (theta1_0, theta1_T)
+        return theta1_0, theta1_T
 
-    def _target_init(self, target_init: TargetInit) -> tuple[State, str]:
+    def _target_init(self, target_init: TargetInit) -> tuple[State, str, str]:
+        """θ₂⁰ (checked), how the setting names it, and its content hash."""
         if isinstance(target_init, Mapping):
-            theta2_0, desc = {k: v.detach().cpu().clone() for k, v in target_init.items()}, "state_dict"
-        else:
-            run = open_trajectory(target_init, "target init")
-            theta2_0, desc = run.init(), str(run.path)
+            theta2_0 = {k: v.detach().cpu().clone() for k, v in target_init.items()}
+            return theta2_0, "state_dict", self._checked_init(theta2_0, "state_dict")
+        run = open_trajectory(target_init, "target init")
+        desc = str(run.path)
+
+        def read() -> tuple[State, str]:
+            theta2_0 = run.init()
+            return theta2_0, self._checked_init(theta2_0, desc)
+
+        theta2_0, sha = self._read_once("target init", run, read)
+        return theta2_0, desc, sha
+
+    def _checked_init(self, theta2_0: State, desc: str) -> str:
         check_same_architecture(self.model.state_dict(), theta2_0, f"the target init ({desc})", self.model_name)
         check_finite(theta2_0, "the target init")
-        return theta2_0, desc
+        return state_sha(theta2_0)
 
     def _target_run(self, cls: type[TransferMethod], target: Any, theta2_0: State) -> Trajectory | None:
         if not cls.needs_target:
@@ -257,16 +281,17 @@ class TransferEngine:
             )
         return tgt
 
-    def _setting(self, method: str, src: Trajectory, init_desc: str, theta2_0: State, tgt: Trajectory | None) -> dict:
-        """Everything that determines a method's numbers; a resumed run must match it exactly."""
+    def _setting(self, method: str, src: Trajectory, init: tuple[str, str], tgt: Trajectory | None) -> dict:
+        """Everything that determines a method's numbers; a resumed run must match it exactly. ``init``:
+        how the target init is named, and its content hash."""
         return {
             "method": method,
             "model": src.model,
             "data": self.data.name,
             "source": str(src.path),
             "source_sha": trajectory_sha(src),
-            "target_init": init_desc,
-            "target_init_sha": state_sha(theta2_0),
+            "target_init": init[0],
+            "target_init_sha": init[1],
             **self.options.setting(),
             "target": str(tgt.path) if tgt is not None else None,
             "target_sha": trajectory_sha(tgt) if tgt is not None else None,

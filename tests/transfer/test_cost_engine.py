@@ -154,3 +154,22 @@ def test_a_cached_spec_that_no_longer_verifies_is_inferred_again(monkeypatch):
     again = TransferEngine(Helped(), data, options).spec
     assert not again.free_groups, "the cached spec would permute units the forward now mixes"
     assert permgraph.verify(Helped(), again, (torch.randn(2, 6),)).ok
+
+
+def test_several_methods_read_each_input_checkpoint_once(tmp_path, monkeypatch):
+    """An engine running methods on the same runs reads (and checks, hashes) θ₁⁰, θ₁ᵀ and θ₂⁰ once; a run
+    that moved on (another content hash) is read again."""
+    data = tiny_data((6,), 3)
+    src, tgt = record(tmp_path / "src", MLP, 0, data), record(tmp_path / "tgt", MLP, 1, data)
+    reads = []
+    load = Trajectory.load
+    monkeypatch.setattr(Trajectory, "load", lambda self, i: reads.append((self.path.name, i)) or load(self, i))
+    engine = TransferEngine(build(MLP), data, TransferOptions(T=2, grad_batches=2, batch_size=16, progress=False))
+    first = engine.run("naive", src, tgt, out=tmp_path / "out")
+    assert sorted(reads) == [("src", 0), ("src", len(src) - 1), ("tgt", 0)]  # naive on the linear source
+    reads.clear()
+    again = engine.run("naive", src, tgt, out=tmp_path / "out2")
+    assert reads == [] and again["val_acc"] == first["val_acc"]
+    other = record(tmp_path / "tgt2", MLP, 2, data)
+    engine.run("naive", src, other, out=tmp_path / "out3")
+    assert reads == [("tgt2", 0)]
