@@ -9,9 +9,10 @@ Sections (each run alone updates its part of ``docs/results/solvers.json`` and r
   (c) a 16384-unit low-rank FGMT cost (mlp2 width 16384). Each solve runs in its own subprocess
   with a time limit; "optimal" means the objective equals scipy's within 1e-9 relative.
 * ``warm``: FGMT's five consecutive 4096 costs (1..5 gradient pairs) solved in order, each warm
-  from the one before as the engine does: the auction, the certified core solve
+  from the one before as the engine does: ``solve_lap`` (what the engine runs: the structured
+  solve, ``transfer.lap_structured``), the exact auction, the certified core solve
   (``transfer.lap_certified``), and the auction followed by certification; ``--check`` compares
-  each assignment with scipy's.
+  each assignment with scipy's and re-checks every certificate on the dense matrix.
 * ``vgg``: one weight-matching solve of two torchvision ``vgg11_bn(num_classes=10)``, with this
   checkout's matcher and with the one of ``--rev`` (read from git, so "before" is reproducible).
 * ``init``: planted-permutation recoveries of ``solve()`` from the identity, from "sorted", and from
@@ -69,6 +70,13 @@ def _certified(a: np.ndarray) -> np.ndarray:
     return certified_solve(a).cols
 
 
+def _structured(a: np.ndarray) -> np.ndarray:
+    """The rough auction + certified core (``transfer.lap_structured``), cold."""
+    from transfer.lap_structured import structured_solve
+
+    return structured_solve(np.asarray(a, dtype=np.float64)).cols
+
+
 def _auction_certified(a: np.ndarray) -> np.ndarray:
     """The auction, then its answer made exact and certified from its prices (``certify=True``)."""
     from transfer.lap import auction_solve
@@ -116,6 +124,7 @@ SOLVERS = {
     "auction": _auction,
     "solve_lap": _solve_lap,
     "certified": _certified,
+    "structured": _structured,
     "auction+certify": _auction_certified,
     "lapx.lapjv": _lapx("lapjv", return_cost=True),
     "lapx.lapjvc": _lapx("lapjvc", return_cost=True),
@@ -279,7 +288,7 @@ def run_lap(quick: bool, limit: float, only: list[str] | None = None, max_n: int
         solvers = [s for s in SOLVERS if _installed(s)]
         if n > 8192:  # the O(n^3) solvers that took > 30 s at 4096 are left out here
             solvers = [s for s in solvers if s in ("scipy", "auction", "solve_lap", "lapx.lapjvc", "lapx.lapjvs(f32)",
-                                                   "certified", "auction+certify")]  # fmt: skip
+                                                   "certified", "auction+certify", "structured")]  # fmt: skip
         res = dict(old.get(name, {}).get("results", {}))
         if only:
             solvers = [s for s in solvers if s in only]
@@ -308,24 +317,30 @@ def _sequence(steps: int = 5) -> list[Path]:
 
 
 def run_warm(check: bool) -> dict:
-    """Each solver over the sequence in order, as the engine calls it: the auction from the previous
-    solve's assignment and prices (``LapWarm``), the certified solve from the previous solve's duals
-    (its first solve from a cold auction's prices), and the warm auction followed by certification
-    (``certify=True``). CPU seconds per solve, one thread; ``check``: compare with scipy."""
+    """Each solver over the sequence in order, as the engine calls it: ``solve_lap`` with a
+    ``LapWarm`` (the engine's call), the exact auction from the previous solve's assignment and
+    prices, the certified solve from the previous solve's duals (its first solve from a cold
+    auction's prices), and the warm auction followed by certification (``certify=True``). CPU
+    seconds per solve, one thread; ``check``: compare with scipy, and recheck each certificate."""
     import torch
 
-    from transfer.lap import LapWarm, auction_solve, scipy_lap
-    from transfer.lap_certified import certified_solve
+    from transfer.lap import LapWarm, auction_solve, scipy_lap, solve_lap_result
+    from transfer.lap_certified import TOL, certified_solve, check_duals
 
     torch.set_num_threads(1)
     mats = [np.load(p) for p in _sequence()]
     ref = [scipy_lap(a) for a in mats] if check else None
     out: dict[str, dict] = {}
-    for name in ("auction (warm)", "certified (warm)", "auction (warm) + certify"):
+    for name in ("solve_lap (warm)", "auction (warm)", "certified (warm)", "auction (warm) + certify"):
         warm, prev, row = LapWarm(), None, {"cpu_s": [], "rounds": [], "first_round_violations": [], "same_as_scipy": []}
         for t, a in enumerate(mats):
             c0 = time.process_time()
-            if name == "certified (warm)" and prev is not None:
+            sol = cert = None
+            if name == "solve_lap (warm)":
+                res = solve_lap_result(a, warm)
+                cols, cert = res.cols, res.certificate
+                row.setdefault("solvers", []).append(res.solver)
+            elif name == "certified (warm)" and prev is not None:
                 sol = certified_solve(a, prev.v, prev.cols)
             else:
                 cols, prices = auction_solve(a, warm if warm.fits(len(a)) else None)
@@ -333,11 +348,16 @@ def run_warm(check: bool) -> dict:
                 sol = certified_solve(a, prices, cols) if name != "auction (warm)" else None
             row["cpu_s"].append(round(time.process_time() - c0, 3))
             if sol is not None:
-                prev, cols = sol, sol.cols
-                row["rounds"].append(sol.certificate.rounds)
-                row["first_round_violations"].append(sol.certificate.violations[0])
+                prev, cols, cert = sol, sol.cols, sol.certificate
+            if cert is not None:
+                row["rounds"].append(cert.rounds)
+                row["first_round_violations"].append(cert.violations[0])
             if ref is not None:
                 row["same_as_scipy"].append(bool((cols == ref[t]).all()))
+            if check and name == "solve_lap (warm)" and cert is not None:  # the certificate, recomputed here
+                u = a[np.arange(len(cols)), cols] - warm.prices[cols]
+                worst, _ = check_duals(a, cols, u, warm.prices)
+                assert worst <= TOL * float(a.max() - a.min()), f"certificate fails on matrix {t + 1}"
         row["total_cpu_s"] = round(sum(row["cpu_s"]), 2)
         out[name] = row
         print(name, row, flush=True)

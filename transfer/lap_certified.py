@@ -223,21 +223,22 @@ def certify_core(
     return CertifiedSolution(p, u, v, cert)
 
 
-def _violators(a: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float, rows: int = 128) -> tuple[float, np.ndarray]:
+def _violators(a: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float, rows: int = 64) -> tuple[float, np.ndarray]:
     """``max(a - u - v)`` and the entries (``i * n + j``) above ``tol``: one pass over the dense
-    matrix, ``rows`` rows at a time (numpy, one thread: each block stays in cache)."""
+    matrix, ``rows`` rows at a time (numpy, one thread: each block stays in cache), as each row's
+    largest ``a - v`` against its ``u`` (one subtraction per entry, not two)."""
     n = a.shape[0]
-    worst, found = -np.inf, []
-    block = np.empty((rows, n))
+    found = []
+    block, best = np.empty((min(rows, n), n)), np.empty(n)
     for r in range(0, n, rows):
         b = block[: min(rows, n - r)]
-        np.subtract(a[r : r + rows], u[r : r + rows, None], out=b)
-        b -= v
-        m = float(b.max())
-        worst = max(worst, m)
-        if m > tol:
-            i, j = np.nonzero(b > tol)
-            found.append((i + r) * n + j)
+        np.subtract(a[r : r + rows], v, out=b)
+        b.max(axis=1, out=best[r : r + rows])
+        over = np.flatnonzero(best[r : r + rows] - u[r : r + rows] > tol)
+        if over.size:
+            i, j = np.nonzero(b[over] - u[r + over, None] > tol)
+            found.append((over[i] + r) * n + j)
+    worst = float((best - u).max()) if n else 0.0
     return worst, np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 

@@ -42,7 +42,7 @@ class PriceWar(CoreFailure):
     """The rough auction exceeded its bid budget: the matrix makes auctions fight price wars."""
 
 
-def row_lists(a: np.ndarray, prices: np.ndarray, k: int, rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def row_lists(a: np.ndarray, prices: np.ndarray, k: int, rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``a - prices``: the columns of its ``k`` largest values (unordered) and the
     (k+1)-th largest value, ``rows`` rows at a time (one temporary block that stays in cache)."""
     n, m = a.shape
@@ -79,12 +79,15 @@ class RoughAuction:
         self.cand_a = np.take_along_axis(a, self.cand, axis=1)
         self.owner, self.assign = np.full(n, -1), np.full(n, -1)
 
-    def bid(self, free: np.ndarray, eps: float, stop: int) -> None:
-        """Rounds until at most ``stop`` rows are free: each free row bids for its best column,
-        each column goes to its highest bid (then lowest row), an outbid owner is free again."""
+    def bid(self, free: np.ndarray, eps: float, stop: int, block: int = 512) -> None:
+        """Rounds until at most ``stop`` rows are free: the first ``block`` free rows bid for their
+        best columns, each column goes to its highest bid (then lowest row), an outbid owner is free
+        again. Blocks: when thousands of rows want the same few hundred columns most of their bids
+        lose; fewer bidders per round see fresher prices (cold FGMT 4096 solve 0.74 -> 0.65 s)."""
         a, k, cand, bound, cand_a, prices = self.a, self.k, self.cand, self.bound, self.cand_a, self.prices
         owner, assign, m = self.owner, self.assign, a.shape[1]
         while free.size > stop:
+            free = free[:block]
             self.bids += free.size
             if self.bids > self.budget:
                 raise PriceWar(f"rough auction exceeded its budget of {self.budget} bids (a price war)")
@@ -145,13 +148,14 @@ def rough_auction(
     factor: float = 6.0,
     stop: int = 16,
     bids_per_row: int = 100,
+    first_eps: float | None = None,
 ) -> RoughAuction:
     """Epsilon scaling from ``span / n`` down to ``rel_eps * span``, each phase stopped at ``stop``
     free rows; from ``prices`` and the assignment ``start`` when given (its eps-CS rows kept)."""
     n = a.shape[0]
     st = RoughAuction(a, min(k, n - 2), np.zeros(n) if prices is None else prices.astype(np.float64, copy=True),
                       bids_per_row * n)  # fmt: skip
-    eps, eps_final = span / n, rel_eps * span
+    eps, eps_final = span * (1.0 / n if first_eps is None else first_eps), rel_eps * span
     if start is not None:
         st.assign[:] = start
         st.owner[start] = np.arange(n)
@@ -171,6 +175,7 @@ def structured_solve(
     theta: float = 1e-3,
     rel_eps: float = 1e-5,
     stop: int = 16,
+    first_eps: float | None = None,
 ) -> CertifiedSolution:
     """Maximising assignment of a square float64 ``a`` with a dual certificate on every entry
     (module docstring). ``prices`` / ``start``: a previous solve's column duals and assignment
@@ -179,7 +184,7 @@ def structured_solve(
     span = float(a.max() - a.min())
     if n < 4 or span == 0.0:
         raise CoreFailure("too small or constant: the dense solvers take it")
-    st = rough_auction(a, span, prices, start, k=k, rel_eps=rel_eps, stop=stop)
+    st = rough_auction(a, span, prices, start, k=k, rel_eps=rel_eps, stop=stop, first_eps=first_eps)
     vals, best = st.values()
     keep = vals >= (best - theta * span)[:, None]
     keep[best - theta * span < st.bound] = True  # a possibly stale list: all of it
