@@ -111,17 +111,16 @@ class _Fields:
         table = self.get(key, "table", optional=True)
         if table is None:
             return LapProofs()
-        known = {f.name: f for f in fields(LapProofs)}
+        kinds = {f.name: str(f.type) for f in fields(LapProofs)}  # "int", "float", "dict[str, int]"
         for name, value in table.items():
-            kind = "int" if name in ("unproven", "certified", "rounds", "violations", "candidates") else "number"
-            if name not in known:
+            if name not in kinds:
                 raise self.fail(f"{key!r} has an unknown field {name!r}")
-            if name == "solves":
+            if kinds[name] == "dict[str, int]":
                 if not isinstance(value, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in value.items()):
-                    raise self.fail(f"{key!r}.solves must be a table of counts")
-            elif not _CHECKS[kind](value):
+                    raise self.fail(f"{key!r}.{name} must be a table of counts")
+            elif (kind := {"int": "int", "float": "number"}.get(kinds[name])) and not _CHECKS[kind](value):
                 raise self.fail(f"{key!r}.{name} must be {_NAMES[kind]}")
-        return LapProofs(**{k: dict(v) if k == "solves" else v for k, v in table.items()})
+        return LapProofs(**{k: dict(v) if isinstance(v, dict) else v for k, v in table.items()})
 
 
 # ---------------------------------------------------------------------------------- the resume record
