@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 
 from transfer.files import atomic_write_json
-from transfer.records import MethodResult, ResultsFile, TransferError
+from transfer.records import ResultsFile, TransferError
 
-__all__ = ["TransferError", "ResultsFile", "MethodResult", "load_results", "write_results", "best_method"]
+__all__ = ["TransferError", "load_results", "write_results", "best_method"]
 
 RESULTS = "results.json"
 # the advice for a damaged results.json; following it works (tests/reliability)
