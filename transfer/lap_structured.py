@@ -180,7 +180,10 @@ def structured_solve(
     """Maximising assignment of a square float64 ``a`` with a dual certificate on every entry
     (module docstring). ``prices`` / ``start``: a previous solve's column duals and assignment
     for a similar matrix (both or neither). Raises :class:`CoreFailure` where it cannot certify."""
+    a = np.asarray(a, dtype=np.float64)
     n = a.shape[0]
+    if a.ndim != 2 or a.shape != (n, n):
+        raise ValueError(f"cost matrix must be square, got {a.shape}")
     span = float(a.max() - a.min())
     if n < 4 or span == 0.0:
         raise CoreFailure("too small or constant: the dense solvers take it")
