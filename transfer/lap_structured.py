@@ -57,6 +57,12 @@ def row_lists(a: np.ndarray, prices: np.ndarray, k: int, rows: int = 64) -> tupl
     return cand, bound
 
 
+def _sorted_union(*parts: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of the arrays (``np.union1d`` hashes first: 4x slower here)."""
+    x = np.sort(np.concatenate(parts))
+    return x[np.concatenate([[True], x[1:] != x[:-1]])] if x.size else x
+
+
 def _best_two(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: position of the largest value, the largest and the second largest (overwrites
     ``vals``, a temporary)."""
@@ -196,5 +202,5 @@ def structured_solve(
     used = np.zeros(n, dtype=bool)
     used[assign[assign >= 0]] = True
     assign[assign < 0] = np.flatnonzero(~used)  # a perfect matching in the core
-    lin = np.union1d(i * n + st.cand[i, jj], np.arange(n) * n + assign)
+    lin = _sorted_union(i * n + st.cand[i, jj], np.arange(n) * n + assign)
     return certify_core(a, lin, st.prices, span)
