@@ -41,9 +41,10 @@ from transfer.data import as_transfer_data
 from transfer.evaluation import LossFn
 from transfer.gradients import SyncedGradients
 from transfer.identity import open_trajectory
-from transfer.inputs import ModelInputs, infer_spec, inputs_from_batch
+from transfer.inputs import ModelInputs, inputs_from_batch
 from transfer.matching import SORTED, Matcher
 from transfer.options import TransferOptions
+from transfer.spec_lookup import infer_preserving
 from transfer.trajectory import Trajectory
 
 __all__ = ["Diagnosis", "diagnose", "MIN_GAIN", "MIN_FACTOR", "plot_diagnosis"]
@@ -146,7 +147,7 @@ def diagnose(
     check_finite(theta1_T, "the source's final checkpoint")
     check_finite(target_init, "the target init")
     data = as_transfer_data(data, num_workers=options.num_workers)
-    spec = infer_spec(model, example_inputs or inputs_from_batch(model, data.example_batch()))
+    spec = infer_preserving(model, example_inputs or inputs_from_batch(model, data.example_batch()), options.outputs)
     sg = SyncedGradients(model, data, options, loss_fn=loss_fn)
     g1 = {k: sg.gradient(theta1_0, k=k) for k in (1, 2)}
     g2 = {k: sg.gradient(dict(target_init), k=k) for k in (1, 2)}

@@ -35,7 +35,7 @@ from torch import nn
 
 from permgraph.spec import PermSpec
 from transfer import distributed as dist
-from transfer.cache import save_spec, spec_key
+from transfer.cache import save_spec
 from transfer.checks import check_finite, check_same_architecture
 from transfer.context import SourcePoints, transferred_state
 from transfer.data import as_transfer_data
@@ -48,7 +48,7 @@ from transfer.options import TransferOptions
 from transfer.outputs import SPEC_FILE, TransferFolder, agree, load_permutations, owned_by_transfer, transfer_output
 from transfer.phases import PHASES, PhaseClock, TimedGradients, TimedStore, process_age
 from transfer.results import TransferError
-from transfer.spec_lookup import find_spec
+from transfer.spec_lookup import find_spec, lookup_key
 from transfer.store import MemoryStore
 from transfer.trajectory import Trajectory
 from transfer.writer import RunOutputs
@@ -72,7 +72,8 @@ class TransferEngine:
     ``model`` gives the architecture (it is used as a scratch module; its own weights are never
     read). ``spec`` defaults to ``permgraph.infer`` on ``example_inputs`` (default: a batch of two
     training samples, called as the model is called on every batch: :mod:`transfer.inputs`),
-    inferred once. ``loss_fn(outputs, batch)`` must be a mean (default: cross-entropy).
+    inferred once, preserving the outputs ``options.outputs`` names (a given spec must preserve the
+    same ones). ``loss_fn(outputs, batch)`` must be a mean (default: cross-entropy).
     """
 
     def __init__(
@@ -95,6 +96,12 @@ class TransferEngine:
             self.options = self.options.replace(device=dist.default_device("auto"))
         self.data = as_transfer_data(data, num_workers=self.options.num_workers)
         self.loss_fn = loss_fn
+        if spec is not None and spec.outputs != self.options.outputs:  # the setting would misname what it preserves
+            raise TransferError(
+                f"the given spec preserves {_preserved(spec.outputs)} but the options say "
+                f"{_preserved(self.options.outputs)}; infer it with permgraph.infer(outputs=...) as "
+                "TransferOptions(outputs=...) names them, or pass no spec"
+            )
         self._spec = spec
         self.param_keys = [n for n, _ in model.named_parameters(remove_duplicate=False)]
         self._pending: dict[str, float] = {}  # phases before the next run (start-up, data, spec): its entry reports them
@@ -124,9 +131,10 @@ class TransferEngine:
         Under torch.distributed only rank 0 reads and writes the output folder's copy."""
         t0 = time.perf_counter()
         inputs = self.example_inputs or inputs_from_batch(self.model, self.data.example_batch())
-        key = self._spec_key = spec_key(self.model, inputs.key())
+        outputs = self.options.outputs
+        key = self._spec_key = lookup_key(self.model, inputs, outputs)
         local = out / ".state" / SPEC_FILE if out is not None and dist.is_main() else None
-        spec = find_spec(self.model, inputs, key, local)
+        spec = find_spec(self.model, inputs, key, local, outputs)
         self._pending["spec"] = self._pending.get("spec", 0.0) + time.perf_counter() - t0
         return spec
 
@@ -296,6 +304,10 @@ class TransferEngine:
             "target": str(tgt.path) if tgt is not None else None,
             "target_sha": trajectory_sha(tgt) if tgt is not None else None,
         }
+
+
+def _preserved(outputs: tuple[str, ...] | None) -> str:
+    return "every output" if outputs is None else "only " + ", ".join(outputs)
 
 
 def _method_class(method: str) -> type[TransferMethod]:

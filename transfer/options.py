@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 
 from transfer.schedules import SCHEDULES, Schedule
 
-__all__ = ["OptionsError", "TransferOptions", "options_from", "check_positive_int", "check_finite"]
+__all__ = [
+    "OptionsError", "TransferOptions", "options_from", "check_positive_int", "check_finite", "check_output_names",
+]  # fmt: skip
 
 T = TypeVar("T")
 
@@ -62,6 +64,16 @@ def check_finite(name: str, value: Any, minimum: float | None = None, strict: bo
         raise OptionsError(f"{name} must be {bound} {minimum}, got {value!r}")
 
 
+def check_output_names(value: Any) -> tuple[str, ...]:
+    """``outputs`` as a tuple of names: a list or tuple of non-empty strings, at least one (a bare
+    string would be read letter by letter, and no name would preserve nothing)."""
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
+        raise OptionsError(f"outputs must be a non-empty list of output names such as ('logits',), got {value!r}")
+    if not all(isinstance(v, str) and v for v in value):
+        raise OptionsError(f"outputs must be output names (non-empty strings), got {value!r}")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class TransferOptions:
     """How a trajectory is transferred. Every field but those in ``RUNTIME`` decides the numbers, so a
@@ -78,7 +90,10 @@ class TransferOptions:
     at step t, and ``fgmt_refresh`` = R recomputes the target gradients of the last R pairs under the
     latest permutation (a middle way to GMT, which recomputes all). ``allow_incomplete`` transfers
     from a source whose training has not finished (refused by default: its numbers would go stale).
-    ``write_trajectory=False`` skips writing the transferred trajectory ``OUT/<method>/`` (six full
+    ``outputs`` names the model outputs the permutations must preserve (``permgraph.infer(outputs=...)``;
+    None: every output): a T5 whose encoder's last hidden state is an output keeps its encoder stream
+    fixed unless only ``("logits",)`` count. It changes the spec, so it is part of the setting (and of
+    the spec cache's key). ``write_trajectory=False`` skips writing the transferred trajectory ``OUT/<method>/`` (six full
     checkpoints at T = 5, most of a small run's writing time); ``results.json`` and the resume state
     are written either way.
     """
@@ -100,10 +115,11 @@ class TransferOptions:
     num_workers: int = 0
     allow_incomplete: bool = False
     write_trajectory: bool = True
+    outputs: tuple[str, ...] | None = None
 
     RUNTIME = ("eval_batch_size", "progress", "device", "num_workers", "allow_incomplete", "write_trajectory")
     # options added after results were first written: recorded only when set, so older results stay comparable
-    RECORDED_WHEN_SET = {"fgmt_decay": 1.0, "fgmt_refresh": 0}
+    RECORDED_WHEN_SET = {"fgmt_decay": 1.0, "fgmt_refresh": 0, "outputs": None}
 
     def __post_init__(self) -> None:
         check_positive_int("T", self.T)
@@ -121,11 +137,14 @@ class TransferOptions:
             raise OptionsError(f"write_trajectory must be True or False, got {self.write_trajectory!r}")
         if self.fgmt_decay > 1:
             raise OptionsError(f"fgmt_decay must be in (0, 1], got {self.fgmt_decay!r}")
+        if self.outputs is not None:  # a config table's list, kept as a tuple (the options are hashable)
+            object.__setattr__(self, "outputs", check_output_names(self.outputs))
 
     def setting(self) -> dict[str, Any]:
-        """The fields that decide the numbers (all but those in ``RUNTIME``: how, not what, is computed)."""
+        """The fields that decide the numbers (all but those in ``RUNTIME``: how, not what, is computed),
+        as JSON holds them (``outputs`` a list), so a setting read back from a file compares equal."""
         return {
-            k: v for k, v in dataclasses.asdict(self).items()
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
             if k not in self.RUNTIME and not (k in self.RECORDED_WHEN_SET and v == self.RECORDED_WHEN_SET[k])
         }  # fmt: skip
 

@@ -1,34 +1,57 @@
 """Where a run's spec comes from: the output folder's copy (``OUT/.state/spec.json``), then the user
 cache (:mod:`transfer.cache`), else ``permgraph.infer``; a found spec is used only under the key of
-this model, these inputs and this permgraph, after checking it against the model's tensors and its
-function, and an inferred one is kept in both places."""
+this model, these inputs, these preserved outputs and this permgraph, after checking it against the
+model's tensors and its function, and an inferred one is kept in both places."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 import permgraph
 from permgraph.spec import PermSpec
-from transfer.cache import load_spec, save_spec, spec_cache_file
+from transfer.cache import load_spec, save_spec, spec_cache_file, spec_key
 from transfer.inputs import ModelInputs, infer_spec
+from transfer.results import TransferError
 
-__all__ = ["find_spec", "still_exact"]
+__all__ = ["find_spec", "lookup_key", "infer_preserving", "still_exact"]
 
 log = logging.getLogger("transfer.engine")
 
 
-def find_spec(model: torch.nn.Module, inputs: ModelInputs, key: str | None, local: Path | None) -> PermSpec:
-    """The spec of ``model`` under ``key`` (:func:`transfer.cache.spec_key`): from ``local`` (an output
-    folder's copy, or None), then the user cache, else inferred on ``inputs``; kept where it was not."""
+def lookup_key(model: torch.nn.Module, inputs: ModelInputs, outputs: tuple[str, ...] | None = None) -> str | None:
+    """The cache key of ``model``'s spec on ``inputs`` preserving ``outputs`` (None: every output, the
+    key it always had); None when the model cannot be cached (:func:`transfer.cache.spec_key`)."""
+    return spec_key(model, inputs.key() if outputs is None else {"inputs": inputs.key(), "outputs": list(outputs)})
+
+
+def infer_preserving(model: torch.nn.Module, inputs: ModelInputs, outputs: Sequence[str] | None = None) -> PermSpec:
+    """:func:`~transfer.inputs.infer_spec` preserving only ``outputs`` (None: every output). A name the
+    model does not return is the user's to fix: a :class:`TransferError` naming the outputs it has."""
+    try:
+        return infer_spec(model, inputs, outputs=outputs)
+    except ValueError as e:  # permgraph's message names the model's outputs
+        if outputs is not None and "has no output" in str(e):
+            raise TransferError(f"--output (outputs=): {e}; preserve one of those") from e
+        raise
+
+
+def find_spec(
+    model: torch.nn.Module, inputs: ModelInputs, key: str | None, local: Path | None,
+    outputs: tuple[str, ...] | None = None,
+) -> PermSpec:  # fmt: skip
+    """The spec of ``model`` preserving ``outputs`` under ``key`` (:func:`lookup_key`): from ``local``
+    (an output folder's copy, or None), then the user cache, else inferred on ``inputs``; kept where it
+    was not. A found spec must preserve the same outputs (the key says so; the spec is checked too)."""
     user = spec_cache_file(key) if key is not None else None
     places = [p for p in (local, user) if p is not None]
-    found = next(((p, s) for p in places if (s := load_spec(p, key, model)) is not None), None)
+    found = next(((p, s) for p in places if (s := load_spec(p, key, model)) is not None and s.outputs == outputs), None)
     if found and not still_exact(model, found[1], inputs):
         found = None  # the key missed a change (a helper the forward calls lives in another file)
-    spec = found[1] if found else infer_spec(model, inputs)
+    spec = found[1] if found else infer_preserving(model, inputs, outputs)
     # an output folder's copy may come from elsewhere: it serves that folder, never the user cache
     for place in places[: places.index(found[0]) if found else len(places)]:
         save_spec(place, key, spec)

@@ -26,10 +26,25 @@ import torch
 
 from transfer.results import TransferError
 
-__all__ = ["add_merge_parser", "run_merge"]
+__all__ = ["add_merge_parser", "add_output_flag", "outputs_of", "run_merge"]
 
 TOOL = "transfer merge"
 OWNED = {"results.json", "merge.png", "merged.safetensors", "merge_progress.json"}
+
+
+def add_output_flag(p: argparse.ArgumentParser, default: tuple[str, ...] | None = None) -> None:
+    """``--output NAME`` (repeatable), as ``permgraph inspect/verify`` take it: the model outputs the
+    permutations must preserve (``permgraph.infer(outputs=...)``); the others may change. Beside
+    ``--out`` it is safe: argparse takes an exact flag before a prefix (only ``--ou`` is ambiguous)."""
+    p.add_argument("--output", action="append", default=default, metavar="NAME",
+                   help="an output the permutations must preserve, once per output (e.g. --output logits; an "
+                   "index for a tuple); the others may change, so a T5 may permute its encoder stream "
+                   "(default: every output)")  # fmt: skip
+
+
+def outputs_of(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--output`` as ``TransferOptions.outputs``: the names given, or None (every output)."""
+    return tuple(args.output) if args.output else None
 
 
 def add_merge_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +68,7 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SHAPE[:DTYPE]",
         help="infer the spec on inputs of this shape instead of a batch of the data (repeat per input)",
     )
+    add_output_flag(m)
     m.add_argument("--lambdas", type=int, default=25, help="points along the path (default 25, as Git Re-Basin)")
     m.add_argument("--batches", type=int, default=10, help="training batches for activation matching and REPAIR")
     m.add_argument("--eval-batches", type=int, default=0, help="validation batches per point (default 0: all)")
@@ -134,7 +150,8 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the merge reads, checked: sources, model, spec, batches, device."""
     from transfer.checks import check_finite, check_same_architecture
     from transfer.distributed import default_device
-    from transfer.inputs import check_call, infer_spec, inputs_from_batch, inputs_from_shapes
+    from transfer.inputs import check_call, inputs_from_batch, inputs_from_shapes
+    from transfer.spec_lookup import infer_preserving
     from zoo.models import build
 
     if len(args.models) < 2:
@@ -151,7 +168,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     train, val = _batches(args, _data(args, sources))
     check_call(model, inputs_from_batch(model, train[0]))  # data the model cannot take: one line, exit 2
     example = inputs_from_shapes(args.input) if args.input else inputs_from_batch(model, train[0])
-    spec = infer_spec(model, example)
+    spec = infer_preserving(model, example, outputs_of(args))
     if args.align != "none" and not spec.free_groups:
         raise TransferError(f"{model_id} has no free permutation group (all blocked: `permgraph inspect` says why); "
                             "nothing to align: use --align none")  # fmt: skip
@@ -219,7 +236,8 @@ def _key(args: argparse.Namespace, setup: dict[str, Any]) -> str:
         args.batch_size,
         args.seed,
         args.input,
-    ] + [tensors_sha256(s.state) for s in setup["sources"]]
+    ] + ([args.output] if args.output else [])  # the preserved outputs change the spec (an older key stays valid)
+    parts += [tensors_sha256(s.state) for s in setup["sources"]]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from transfer.methods import get_method, method_names
 from transfer.options import TransferOptions
 from transfer.schedules import SCHEDULES
 from zoo.cli.common import add_common_flags, run_command, share_common_flags
-from zoo.cli.merge import add_merge_parser, run_merge
+from zoo.cli.merge import add_merge_parser, add_output_flag, outputs_of, run_merge
 from zoo.cli.zoo import add_recipe_flags, recipe_from
 
 __all__ = ["main", "build_parser"]
@@ -113,6 +113,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--target-init", required=True, type=_target_init, help="run folder (its init) or int seed")
     _add_data_flags(r)
     _add_input_flag(r)
+    add_output_flag(r, DEFAULTS.outputs)
     r.add_argument("--target", default=None, help="the real target run (oracle only)")
     r.add_argument("--T", type=int, default=DEFAULTS.T, help=f"transfer steps (default {DEFAULTS.T})")
     r.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule)
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flag(d)
     _add_data_flags(d)
     _add_input_flag(d)
+    add_output_flag(d, DEFAULTS.outputs)
     _add_gradient_flags(d)
     d.add_argument("--seed", type=int, default=DEFAULTS.seed)
     d.add_argument("--device", default="auto")
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flag(m)
     _add_data_flags(m, "run A's")
     _add_input_flag(m)
+    add_output_flag(m, DEFAULTS.outputs)
     m.add_argument("--restarts", type=int, default=0)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", default=None, help="output folder (default runs/match/A_to_B): the permutation, run B "
@@ -186,7 +189,7 @@ def _options(args: argparse.Namespace):
         batch_size=args.batch_size, bn_batches=args.bn_batches, seed=args.seed, restarts=args.restarts,
         progress=not args.no_progress, device=default_device(args.device), allow_incomplete=args.allow_incomplete,
         amp=args.amp, num_workers=args.num_workers, fgmt_decay=args.fgmt_decay, fgmt_refresh=args.fgmt_refresh,
-        write_trajectory=not args.no_trajectory,
+        write_trajectory=not args.no_trajectory, outputs=outputs_of(args),
     )  # fmt: skip
 
 
@@ -271,7 +274,8 @@ def _diagnose(args: argparse.Namespace) -> int:
     else:
         init = open_trajectory(init, "target init").init()
     options = TransferOptions(grad_batches=args.grad_batches, batch_size=args.batch_size, seed=args.seed,
-                              device=default_device(args.device), num_workers=args.num_workers)  # fmt: skip
+                              device=default_device(args.device), num_workers=args.num_workers,
+                              outputs=outputs_of(args))  # fmt: skip
     result = diagnose(_model_for(args, src.model), _data_for(args, src.data), src, init, options,
                       model_name=model_name(args, src.model), example_inputs=_inputs_for(args))  # fmt: skip
     print(result.summary())
@@ -288,6 +292,7 @@ def _match(args: argparse.Namespace) -> int:
     from transfer.align import align, write_match
     from transfer.engine import open_trajectory
     from transfer.inputs import ModelInputs, inputs_from_batch
+    from transfer.spec_lookup import infer_preserving
 
     run_a = open_trajectory(args.a, "run A")
     model_id = args.model or run_a.model
@@ -306,8 +311,11 @@ def _match(args: argparse.Namespace) -> int:
             raise ZooError(f"no example inputs known for {model_id!r} ({e}); pass --data (a batch of it is used) or "
                            "--input SHAPE[:DTYPE] once per input (e.g. --input 2,16:long)") from e  # fmt: skip
     named = f"--model {args.model!r}" if args.model else f"run A's recorded model {run_a.model!r}"
-    res = align(run_a, args.b, model=model, example_inputs=inputs, seed=args.seed, restarts=args.restarts,
-                model_name=named)  # fmt: skip
+    t0 = time.perf_counter()
+    spec = infer_preserving(model, inputs, outputs_of(args))  # align infers every output's spec; --output: fewer
+    spec_seconds = time.perf_counter() - t0
+    res = align(run_a, args.b, model=model, spec=spec, seed=args.seed, restarts=args.restarts, model_name=named)
+    res["spec_seconds"] = spec_seconds  # results.json's timings: the inference happened here, not in align
     out = args.out or str(Path("runs") / "match" / f"{Path(args.a).name}_to_{Path(args.b).name}")
     summary = write_match(out, res, model=model_id, progress=not args.no_progress)
     print(f"weight matching {args.b} onto {args.a}: {len(res['perm'])} groups, {res['lsa_calls']} LSA calls, "
