@@ -1,7 +1,9 @@
 """Fine-tune from the best transferred point (the paper's Sec. 4.2): ``transfer finetune``.
 
 The best point of a method is chosen on validation accuracy (``best_t`` in ``results.json``); the
-fine-tuning is the one training loop (:func:`zoo.train.train`) started from it, with any recipe.
+fine-tuning is the one training loop (:func:`zoo.train.train`) started from it, with any recipe,
+on the whole training split or, with ``subset=N`` (``--subset N``), its first N samples, as
+``zoo train --subset`` trains (the trajectory's manifest records the ``train_size`` it saw).
 
 Trust: what the caller passes (``model=``, ``data=``: a dataset name, your own ``pkg.mod:factory``,
 or the datasets themselves) is used as given; the ids ``results.json`` records are read from a file,
@@ -15,13 +17,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from transfer.checks import check_finite
+from transfer.data import DatasetData
 from transfer.results import TransferError, best_method, load_results
 from transfer.trajectory import Trajectory
-from zoo.data.training import open_data
+from zoo.data.training import Data, open_data
+from zoo.errors import ZooError
 from zoo.train import TrainControl, TrainRecipe, train
 
-__all__ = ["finetune"]
+__all__ = ["finetune", "first_samples"]
 
 
 def finetune(
@@ -34,11 +40,15 @@ def finetune(
     dest: str | os.PathLike | None = None,
     control: TrainControl | None = None,
     model: str | None = None,
+    subset: int | None = None,
 ) -> Trajectory:
     """Train from the best point of ``results_dir/<method>`` (default: the best method) with
     ``recipe``; the trajectory goes to ``dest`` (default ``results_dir/finetune_<method>``).
     ``model``: the model id to build, ``data``: what to train on (defaults: the ones ``results.json``
-    records, built-ins only; see the module docstring on trust)."""
+    records, built-ins only; see the module docstring on trust). ``subset``: train on the first N
+    training samples only (None: all of them)."""
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise ZooError(f"subset must be >= 1, got {subset}")  # as zoo train refuses it, before any work
     results_dir = Path(results_dir)
     results = load_results(results_dir)
     if results is None:
@@ -51,6 +61,17 @@ def finetune(
     check_finite(start, f"the transferred point t={best_t} of {results_dir / method}")
     setting = results.setting
     splits = open_data(data if data is not None else setting["data"], trust_code=data is not None)
+    if subset is not None:
+        splits = first_samples(splits, subset)
     control = replace(control or TrainControl(), trust_code=model is not None)
     dest = Path(dest) if dest is not None else results_dir / f"finetune_{method}"
     return train(model or setting["model"], splits, recipe, seed=seed, out=dest, init=start, control=control)
+
+
+def first_samples(data: Data, n: int) -> Data:
+    """``data`` with its first ``n`` training samples only (all of them when it has fewer), the
+    validation split whole: what ``open_data(subset=n)`` gives for a name, for data already opened."""
+    if isinstance(data, DatasetData):
+        return replace(data, train=torch.utils.data.Subset(data.train, range(min(n, len(data.train)))))
+    x, y = data.train
+    return replace(data, train=(x[:n], y[:n]))

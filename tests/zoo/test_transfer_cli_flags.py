@@ -61,3 +61,46 @@ def test_an_output_the_model_does_not_return_exits_2_naming_those_it_has(runs, t
     assert code == 2, err
     assert len(err.splitlines()) == 1 and "no output 'logits'; its outputs are: 0" in err, err
     assert not (out / "results.json").exists()
+
+
+def test_finetune_subset_trains_on_a_prefix_of_the_training_split_and_records_it(runs, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert _run(runs, out) == 0
+    manifest = json.loads((runs / "s1" / "manifest.json").read_text())
+    full = manifest["config"]["train_size"]
+    assert full > 40
+
+    def finetune(dest: str, *extra: str) -> int:
+        return main(["finetune", "--from", str(out), "--method", "naive", "--epochs", "1", "--lr", "0.05",
+                     "--batch-size", "16", "--no-progress", "--out", str(tmp_path / dest), *extra])  # fmt: skip
+
+    assert finetune("ft", "--subset", "40") == 0
+    config = json.loads((tmp_path / "ft" / "manifest.json").read_text())["config"]
+    assert config["train_size"] == 40 and config["data"] == manifest["config"]["data"]
+    steps = [c["step"] for c in json.loads((tmp_path / "ft" / "manifest.json").read_text())["checkpoints"]]
+    assert steps[-1] == 40 // 16 + 1  # one epoch of 40 samples in batches of 16 (the last one short)
+    capsys.readouterr()
+    assert finetune("ft", "--subset", "50") == 2  # another training split: not a resume of the first
+    assert "train_size" in capsys.readouterr().err
+    assert finetune("whole") == 0
+    assert json.loads((tmp_path / "whole" / "manifest.json").read_text())["config"]["train_size"] == full
+    for bad in ("0", "-3"):
+        assert finetune("bad", "--subset", bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"subset must be >= 1, got {bad}") and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_finetune_subset_cuts_data_given_as_objects_as_a_name_is_cut():
+    import torch
+
+    from transfer.data import DatasetData
+    from zoo.data import load
+    from zoo.finetune import first_samples
+
+    named = load("synthetic", subset=30)
+    cut = first_samples(load("synthetic"), 30)
+    assert torch.equal(cut.train[0], named.train[0]) and torch.equal(cut.val[1], named.val[1])
+    x, y = named.train
+    pairs = DatasetData("pairs", torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(x, y))
+    assert len(first_samples(pairs, 7).train) == 7 and len(first_samples(pairs, 10**6).train) == 30

@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flag(f)
     _add_data_flags(f, "the transferred run's")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--subset", type=int, default=None, help="train on the first N training samples only")
     f.add_argument("--out", default=None, help="trajectory folder (default FROM/finetune_METHOD)")
     add_recipe_flags(f, epochs_required=False, lr_default=0.01)
     d = sub.add_parser("diagnose", help="before a transfer: will it help? gradient cosines and init/change ratios")
@@ -253,7 +254,7 @@ def _finetune(args: argparse.Namespace) -> int:
     data = _data_for(args, "") if args.data else None  # None: the name results.json records (built-ins only)
     control = TrainControl(device=default_device(args.device), progress=not args.no_progress, trust_code=bool(args.model))
     traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, data=data, dest=args.out,
-                    control=control, model=args.model)  # fmt: skip
+                    control=control, model=args.model, subset=args.subset)  # fmt: skip
     accs = " ".join(f"{100 * a:5.1f}" for a in traj.metrics("val_acc"))
     print(f"fine-tuned from {traj.checkpoints[0]['name']}: val accuracy (%) per epoch {accs}   -> {traj.path}")
     return 0
