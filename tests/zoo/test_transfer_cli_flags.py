@@ -74,6 +74,13 @@ def test_finetune_subset_trains_on_a_prefix_of_the_training_split_and_records_it
         return main(["finetune", "--from", str(out), "--method", "naive", "--epochs", "1", "--lr", "0.05",
                      "--batch-size", "16", "--no-progress", "--out", str(tmp_path / dest), *extra])  # fmt: skip
 
+    from zoo.errors import ZooError
+    from zoo.finetune import finetune_data
+
+    assert len(finetune_data(out, subset=40).train[1]) == 40  # the dataset results.json records, cut (Python)
+    assert len(finetune_data(out).train[1]) == full
+    with pytest.raises(ZooError, match="subset must be >= 1"):
+        finetune_data(out, subset=0)
     assert finetune("ft", "--subset", "40") == 0
     config = json.loads((tmp_path / "ft" / "manifest.json").read_text())["config"]
     assert config["train_size"] == 40 and config["data"] == manifest["config"]["data"]

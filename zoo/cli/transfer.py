@@ -27,7 +27,8 @@ from transfer.methods import get_method, method_names
 from transfer.options import TransferOptions
 from transfer.schedules import SCHEDULES
 from zoo.cli.common import add_common_flags, run_command, share_common_flags
-from zoo.cli.merge import add_merge_parser, add_output_flag, outputs_of, run_merge
+from zoo.cli.merge import add_merge_parser, run_merge
+from zoo.cli.spec_flags import add_input_flag, add_output_flag, outputs_of
 from zoo.cli.zoo import add_recipe_flags, recipe_from
 
 __all__ = ["main", "build_parser"]
@@ -39,6 +40,14 @@ def _target_init(text: str) -> int | str:
         return int(text)
     except ValueError:
         return text
+
+
+def _seeded_init(args: argparse.Namespace, recorded: str):
+    """``--target-init``: a seed gives a fresh init of the model (a state dict); a run folder stays as given."""
+    if isinstance(args.target_init, int):
+        torch.manual_seed(args.target_init)
+        return _model_for(args, recorded).state_dict()
+    return args.target_init
 
 
 def _methods(text: str) -> list[str]:
@@ -82,12 +91,6 @@ def _add_data_flags(p: argparse.ArgumentParser, what: str = "the source run's") 
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for your own datasets")
 
 
-def _add_input_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", action="append", default=None, metavar="SHAPE[:DTYPE]",
-                   help="infer the spec on these inputs, once per positional input (e.g. --input 2,16:long) "
-                   "instead of a batch of the data")  # fmt: skip
-
-
 def _inputs_for(args: argparse.Namespace):
     """``--input`` as example inputs, or None (a batch of the data is used)."""
     from transfer.inputs import inputs_from_shapes
@@ -112,7 +115,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_model_flag(r)
     r.add_argument("--target-init", required=True, type=_target_init, help="run folder (its init) or int seed")
     _add_data_flags(r)
-    _add_input_flag(r)
+    add_input_flag(r)
     add_output_flag(r, DEFAULTS.outputs)
     r.add_argument("--target", default=None, help="the real target run (oracle only)")
     r.add_argument("--T", type=int, default=DEFAULTS.T, help=f"transfer steps (default {DEFAULTS.T})")
@@ -158,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("target_init", type=_target_init, help="run folder (its init) or int seed")
     _add_model_flag(d)
     _add_data_flags(d)
-    _add_input_flag(d)
+    add_input_flag(d)
     add_output_flag(d, DEFAULTS.outputs)
     _add_gradient_flags(d)
     d.add_argument("--seed", type=int, default=DEFAULTS.seed)
@@ -170,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("b")
     _add_model_flag(m)
     _add_data_flags(m, "run A's")
-    _add_input_flag(m)
+    add_input_flag(m)
     add_output_flag(m, DEFAULTS.outputs)
     m.add_argument("--restarts", type=int, default=0)
     m.add_argument("--seed", type=int, default=0)
@@ -215,10 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     dist.init_from_env(options.device)
     src = open_trajectory(args.source, "source trajectory")
     model = _model_for(args, src.model)
-    target_init = args.target_init
-    if isinstance(target_init, int):  # a seed: a fresh init of the same architecture
-        torch.manual_seed(target_init)
-        target_init = _model_for(args, src.model).state_dict()
+    target_init = _seeded_init(args, src.model)  # a run folder stays a path: the engine reads and hashes it
     out = args.out
     if out is None:
         init = f"seed{args.target_init}" if isinstance(args.target_init, int) else Path(args.target_init).name
@@ -248,13 +248,15 @@ def _print_rows(rows: list, T: int, out: str) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from zoo.finetune import finetune
+    from zoo.finetune import finetune, finetune_data
     from zoo.train import TrainControl
 
     data = _data_for(args, "") if args.data else None  # None: the name results.json records (built-ins only)
+    if args.subset is not None:  # the first N training samples, as zoo train --subset
+        data = finetune_data(args.src, data, subset=args.subset)
     control = TrainControl(device=default_device(args.device), progress=not args.no_progress, trust_code=bool(args.model))
     traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, data=data, dest=args.out,
-                    control=control, model=args.model, subset=args.subset)  # fmt: skip
+                    control=control, model=args.model)  # fmt: skip
     accs = " ".join(f"{100 * a:5.1f}" for a in traj.metrics("val_acc"))
     print(f"fine-tuned from {traj.checkpoints[0]['name']}: val accuracy (%) per epoch {accs}   -> {traj.path}")
     return 0
@@ -268,11 +270,8 @@ def _diagnose(args: argparse.Namespace) -> int:
 
     src = open_trajectory(args.source, "source trajectory")
     args.source = str(src.path)
-    init = args.target_init
-    if isinstance(init, int):
-        torch.manual_seed(init)
-        init = _model_for(args, src.model).state_dict()
-    else:
+    init = _seeded_init(args, src.model)
+    if not isinstance(init, dict):
         init = open_trajectory(init, "target init").init()
     options = TransferOptions(grad_batches=args.grad_batches, batch_size=args.batch_size, seed=args.seed,
                               device=default_device(args.device), num_workers=args.num_workers,
