@@ -25,26 +25,12 @@ from typing import Any
 import torch
 
 from transfer.results import TransferError
+from zoo.cli.spec_flags import add_input_flag, add_output_flag, outputs_of
 
-__all__ = ["add_merge_parser", "add_output_flag", "outputs_of", "run_merge"]
+__all__ = ["add_merge_parser", "run_merge"]
 
 TOOL = "transfer merge"
 OWNED = {"results.json", "merge.png", "merged.safetensors", "merge_progress.json"}
-
-
-def add_output_flag(p: argparse.ArgumentParser, default: tuple[str, ...] | None = None) -> None:
-    """``--output NAME`` (repeatable), as ``permgraph inspect/verify`` take it: the model outputs the
-    permutations must preserve (``permgraph.infer(outputs=...)``); the others may change. Beside
-    ``--out`` it is safe: argparse takes an exact flag before a prefix (only ``--ou`` is ambiguous)."""
-    p.add_argument("--output", action="append", default=default, metavar="NAME",
-                   help="an output the permutations must preserve, once per output (e.g. --output logits; an "
-                   "index for a tuple); the others may change, so a T5 may permute its encoder stream "
-                   "(default: every output)")  # fmt: skip
-
-
-def outputs_of(args: argparse.Namespace) -> tuple[str, ...] | None:
-    """``--output`` as ``TransferOptions.outputs``: the names given, or None (every output)."""
-    return tuple(args.output) if args.output else None
 
 
 def add_merge_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,13 +47,7 @@ def add_merge_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--mergemany", action="store_true", help="N models: Git Re-Basin's MergeMany instead of aligning to A")
     m.add_argument("--model", default=None, help="model id (default: the one the runs record; pkg.mod:factory ok)")
     m.add_argument("--data", default=None, help="dataset name or your pkg.mod:factory (default: the runs' dataset)")
-    m.add_argument(
-        "--input",
-        action="append",
-        default=None,
-        metavar="SHAPE[:DTYPE]",
-        help="infer the spec on inputs of this shape instead of a batch of the data (repeat per input)",
-    )
+    add_input_flag(m)
     add_output_flag(m)
     m.add_argument("--lambdas", type=int, default=25, help="points along the path (default 25, as Git Re-Basin)")
     m.add_argument("--batches", type=int, default=10, help="training batches for activation matching and REPAIR")
