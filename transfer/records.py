@@ -16,12 +16,16 @@ refused with the advice to rerun into a new folder: it is never rewritten or del
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from transfer.lap import LapProofs
 
-__all__ = ["TransferError", "FORMAT", "OLD_RESULTS", "RunRecord", "MethodResult", "ResultsFile", "check_format"]
+__all__ = [
+    "TransferError", "FORMAT", "OLD_RESULTS", "RunRecord", "MethodResult", "ResultsFile", "check_format", "read_json",
+]  # fmt: skip
 
 # The format of results.json and .state/<method>/state.json. 1: the files before the field existed (no
 # "format" key); 2: the typed records of this module.
@@ -42,6 +46,15 @@ def check_format(data: Any, what: str, fix: str) -> None:
         shown = "no format field: format 1" if isinstance(data, dict) and "format" not in data else f"format {got!r}"
         raise TransferError(f"{what} was written by another version of transfer run ({shown}; this version reads "
                             f"format {FORMAT}); {fix}")  # fmt: skip
+
+
+def read_json(path: Path, what: str, fix: str, error: type[TransferError] = TransferError) -> Any:
+    """The JSON document ``path`` holds, of any type (the caller checks it). A file that cannot be read
+    or parsed raises ``error``: "``path`` is not ``what`` (why); ``fix``" (one line, what to do)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path} is not {what} ({e}); {fix}") from e
 
 
 # ---------------------------------------------------------------------------------- field checks

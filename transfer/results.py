@@ -13,12 +13,11 @@ so the numbers side by side in one file are always comparable. A command reads t
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from transfer.files import atomic_write_json
-from transfer.records import ResultsFile, TransferError
+from transfer.records import ResultsFile, TransferError, read_json
 
 __all__ = ["TransferError", "load_results", "write_results", "best_method"]
 
@@ -36,11 +35,8 @@ def load_results(out: str | os.PathLike) -> ResultsFile | None:
     path = Path(out) / RESULTS
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TransferError(f"{path} is not readable JSON ({e}); {REWRITE.format(path=path)}") from e
-    return ResultsFile.from_json(data, str(path), REWRITE.format(path=path))
+    fix = REWRITE.format(path=path)
+    return ResultsFile.from_json(read_json(path, "readable JSON", fix), str(path), fix)
 
 
 def write_results(out: Path, results: ResultsFile) -> None:

@@ -12,7 +12,6 @@ permutations and BatchNorm statistics in memory and persists nothing.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from safetensors.torch import load_file, save
 from permgraph.apply import Permutation
 from transfer.files import atomic_write_bytes, atomic_write_json
 from transfer.lap import LapWarm
-from transfer.records import OLD_RESULTS, RunRecord, TransferError, check_format
+from transfer.records import OLD_RESULTS, RunRecord, TransferError, check_format, read_json
 
 __all__ = ["RunStore", "MemoryStore", "StoreError"]
 
@@ -97,10 +96,7 @@ class RunStore(MemoryStore):
         path = self.folder / "state.json"
         if not path.exists():
             return None
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"{path} is not a readable transfer state ({e}); delete {self.folder} to start over") from e
+        data = read_json(path, "a readable transfer state", f"delete {self.folder} to start over", StoreError)
         redo = f"delete {self.folder} to redo this method from the start"
         if isinstance(data, dict):
             check_format(data, f"{path}, the resume state of {setting.get('method')},", f"{OLD_RESULTS}, or {redo}")

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_kit import MODEL, RECIPE, record_run, transfer_args, tree_hash
@@ -77,38 +78,35 @@ def check_inputs_kept(root: Path, before: dict) -> None:
         assert tree_hash(root / name) == before[name], f"{name} changed"
 
 
+def finetune_args(root: Path) -> list[str]:
+    return ["finetune", "--from", str(root / "out"), "--epochs", "1", "--no-progress"]
+
+
+def run_args(root: Path) -> list[str]:
+    return transfer_args(root, root / "out")
+
+
+# a received file (below the fuzzed copy's root; one in out/ is mutated after a first transfer wrote it)
+# and the commands that then read it, in order
+MUTATED = {
+    "source manifest": ("s1/manifest.json", (run_args,)),
+    "transfer state": ("out/.state/fgmt/state.json", (run_args,)),
+    "results file": ("out/results.json", (finetune_args, run_args)),
+}
+
+
+@pytest.mark.parametrize("case", list(MUTATED))
 @FUZZ
 @given(mutation=mutations())
-def test_a_mutated_source_manifest(runs, mutation):
+def test_a_mutated_received_file(runs, case, mutation):
+    name, commands = MUTATED[case]
     root = fresh_copy(runs)
-    mutate(root / "s1" / "manifest.json", mutation)
+    if name.startswith("out/"):
+        assert transfer(run_args(root)) == 0
+    mutate(root / name, mutation)
     before = {n: tree_hash(root / n) for n in ("s1", "s2")}
-    assert transfer(transfer_args(root, root / "out")) in (0, 2)
-    check_inputs_kept(root, before)
-    shutil.rmtree(root)
-
-
-@FUZZ
-@given(mutation=mutations())
-def test_a_mutated_transfer_state(runs, mutation):
-    root = fresh_copy(runs)
-    assert transfer(transfer_args(root, root / "out")) == 0
-    mutate(root / "out" / ".state" / "fgmt" / "state.json", mutation)
-    before = {n: tree_hash(root / n) for n in ("s1", "s2")}
-    assert transfer(transfer_args(root, root / "out")) in (0, 2)
-    check_inputs_kept(root, before)
-    shutil.rmtree(root)
-
-
-@FUZZ
-@given(mutation=mutations())
-def test_a_mutated_results_file(runs, mutation):
-    root = fresh_copy(runs)
-    assert transfer(transfer_args(root, root / "out")) == 0
-    mutate(root / "out" / "results.json", mutation)
-    before = {n: tree_hash(root / n) for n in ("s1", "s2")}
-    assert transfer(["finetune", "--from", str(root / "out"), "--epochs", "1", "--no-progress"]) in (0, 2)
-    assert transfer(transfer_args(root, root / "out")) in (0, 2)
+    for argv in commands:
+        assert transfer(argv(root)) in (0, 2)
     check_inputs_kept(root, before)
     shutil.rmtree(root)
 
