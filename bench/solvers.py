@@ -275,10 +275,10 @@ def _matrices(quick: bool, skip: frozenset[str] = frozenset()) -> dict[str, Path
     return paths
 
 
-def run_lap(quick: bool, limit: float, only: list[str] | None = None, max_n: int | None = None) -> dict:
+def run_lap(quick: bool, limit: float, only: list[str] | None = None, max_n: int | None = None, retry: bool = False) -> dict:
     """Every installed solver on every matrix; the largest matrix only gets the fast candidates.
     ``only``: run just these solvers; ``max_n``: only matrices up to this size, and not the solvers
-    that ran out of time on them before (their saved results are kept)."""
+    that ran out of time on them before (their saved results are kept) unless ``retry``."""
     keep = only is not None or max_n is not None
     old = json.loads(RESULTS.read_text()).get("lap", {}).get("rows", {}) if keep and RESULTS.exists() else {}
     rows = {}
@@ -292,7 +292,7 @@ def run_lap(quick: bool, limit: float, only: list[str] | None = None, max_n: int
         res = dict(old.get(name, {}).get("results", {}))
         if only:
             solvers = [s for s in solvers if s in only]
-        if max_n is not None:
+        if max_n is not None and not retry:
             solvers = [s for s in solvers if "timeout" not in res.get(s, {})]
         for s in solvers:
             res[s] = _run_child(s, path, limit * (4 if n > 8192 else 1))
@@ -542,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=float, default=240.0, help="lap: seconds per solve (x4 at n > 8192)")
     p.add_argument("--solvers", default=None, help="lap: only these (comma-separated), merged into the table")
     p.add_argument("--max-n", type=int, default=None, help="lap: rerun matrices up to this size, keep the rest")
+    p.add_argument("--retry", action="store_true", help="lap: with --max-n, rerun the solvers that timed out there before")
     p.add_argument("--rev", default=None, help="vgg: also measure the matcher of this git revision")
     p.add_argument("--inits", default="identity,both", help="vgg: starts to time, comma-separated")
     p.add_argument("--seeds", type=int, default=20, help="init: planted seeds per net")
@@ -553,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.section == "lap":
         only = args.solvers.split(",") if args.solvers else None
-        rows = run_lap(args.quick, args.limit, only, args.max_n)
+        rows = run_lap(args.quick, args.limit, only, args.max_n, args.retry)
         if (only or args.max_n) and RESULTS.exists():
             stamp["command"] = json.loads(RESULTS.read_text())["lap"]["command"] + "; " + stamp["command"]
         _save("lap", {**stamp, "rows": rows})
