@@ -27,6 +27,7 @@ from permgraph.spec import Group, Member, PermSpec
 
 __all__ = [
     "Permutation",
+    "State",
     "apply",
     "compose",
     "group_rows",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 Permutation = dict[str, torch.Tensor]
+State = dict[str, torch.Tensor]  # a state dict: parameters, buffers or gradients by name
 
 
 def _blocks(spec: PermSpec, group: Group) -> int | None:

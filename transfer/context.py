@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from permgraph.apply import Permutation, apply, identity_permutation
+from permgraph.apply import Permutation, State, apply, identity_permutation
 from permgraph.spec import PermSpec
 from transfer import distributed as dist
 from transfer.gradients import SyncedGradients
@@ -28,17 +28,10 @@ from transfer.pairs import PairSource
 from transfer.store import MemoryStore
 from transfer.trajectory import LinearTrajectory, Trajectory
 
-__all__ = ["SourcePoints", "TransferContext", "SolveTotals", "transferred_state", "State"]
-
-State = dict[str, torch.Tensor]
+__all__ = ["SourcePoints", "TransferContext", "SolveTotals", "transferred_state"]
 
 
-def transferred_state(
-    spec: PermSpec,
-    perm: Permutation,
-    theta2_0: Mapping[str, torch.Tensor],
-    delta1: Mapping[str, torch.Tensor],
-) -> State:
+def transferred_state(spec: PermSpec, perm: Permutation, theta2_0: Mapping[str, torch.Tensor], delta1: State) -> State:
     """theta_2^0 + perm(delta1) on the keys of ``delta1`` (parameters); every other entry of
     ``theta2_0`` (buffers) is copied."""
     moved = apply(spec, perm, delta1)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from permgraph.apply import State
 from permgraph.spec import PermSpec
 from transfer import distributed as dist
 from transfer.cache import save_spec
@@ -61,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-State = dict[str, torch.Tensor]
 TargetInit = Mapping[str, torch.Tensor] | Trajectory | str | os.PathLike
 Callback = Callable[[int, dict], None]
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from permgraph.apply import State
 from transfer import distributed as dist
 from transfer.context import TransferContext
 from transfer.lap import LapProofs, LapWarm
@@ -29,7 +30,6 @@ __all__ = ["Loop", "RunContext", "load_record"]
 
 log = logging.getLogger("transfer.engine")
 
-State = dict[str, torch.Tensor]
 Permutation = dict[str, torch.Tensor]
 Callback = Callable[[int, dict], None]
 

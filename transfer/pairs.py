@@ -35,9 +35,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["PairSource", "MemoryPairs", "DiskPairs"]
+from permgraph.apply import State
 
-Tensors = dict[str, torch.Tensor]
+__all__ = ["PairSource", "MemoryPairs", "DiskPairs"]
 
 
 class PairSource:
@@ -49,7 +49,7 @@ class PairSource:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def read(self, keys: Iterable[str], start: int = 0) -> Iterator[tuple[Tensors, Tensors]]:
+    def read(self, keys: Iterable[str], start: int = 0) -> Iterator[tuple[State, State]]:
         """Pairs ``start, start + 1, ...`` in the order they were appended, each as (target, source)
         dicts restricted to ``keys`` (a key a pair lacks is left out)."""
         raise NotImplementedError
@@ -64,7 +64,7 @@ class MemoryPairs(PairSource):
     """Every pair in RAM (the memory grows with the number of pairs)."""
 
     def __init__(self) -> None:
-        self._pairs: list[tuple[Tensors, Tensors]] = []
+        self._pairs: list[tuple[State, State]] = []
 
     def append(self, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
         self._pairs.append((dict(target), dict(source)))
@@ -72,7 +72,7 @@ class MemoryPairs(PairSource):
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def read(self, keys: Iterable[str], start: int = 0) -> Iterator[tuple[Tensors, Tensors]]:
+    def read(self, keys: Iterable[str], start: int = 0) -> Iterator[tuple[State, State]]:
         keys = list(keys)
         for t, s in self._pairs[start:]:
             yield {k: t[k] for k in keys if k in t}, {k: s[k] for k in keys if k in s}
@@ -104,7 +104,7 @@ class DiskPairs(PairSource):
         return self.folder / f"pair_{i:06d}.safetensors"
 
     def append(self, target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
-        tensors: Tensors = {}
+        tensors: State = {}
         seen: set[int] = set()
         for side, d in (("target", target), ("source", source)):
             for k, v in d.items():
@@ -119,7 +119,7 @@ class DiskPairs(PairSource):
     def __len__(self) -> int:
         return self._count
 
-    def read(self, keys: Iterable[str], start: int = 0) -> Iterator[tuple[Tensors, Tensors]]:
+    def read(self, keys: Iterable[str], start: int = 0) -> Iterator[tuple[State, State]]:
         keys = list(keys)
         for i in range(start, self._count):
             with safe_open(str(self._file(i)), framework="pt") as f:

@@ -22,14 +22,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from permgraph.apply import Permutation
+from permgraph.apply import Permutation, State
 from transfer.files import atomic_write_bytes, atomic_write_json
 from transfer.lap import LapWarm
 from transfer.records import OLD_RESULTS, RunRecord, TransferError, check_format, read_json
 
 __all__ = ["RunStore", "MemoryStore", "StoreError"]
-
-State = dict[str, torch.Tensor]
 
 
 class StoreError(TransferError):

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as save_tensors
 
+from permgraph.apply import State
 from transfer import distributed as dist
 from transfer.context import TransferContext
 from transfer.files import atomic_write_bytes, temporary_folder
@@ -22,7 +23,6 @@ from transfer.trajectory import TrajectoryWriter, schedule_lambdas
 
 __all__ = ["RunOutputs"]
 
-State = dict[str, torch.Tensor]
 Permutation = dict[str, torch.Tensor]
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from permgraph.apply import identity_permutation
+from permgraph.apply import State, identity_permutation
 from permgraph.spec import PermSpec
 from transfer.merge.alignment import Alignment, align_models
-from transfer.merge.path import StateDict, interpolate, reiterable
+from transfer.merge.path import interpolate, reiterable
 from transfer.merge.repair import Repair
 
 __all__ = ["MergeOptions", "MergeResult", "merge"]
@@ -51,8 +51,8 @@ class MergeResult:
     """The merged ``state``, every input aligned to the first (``aligned[0]`` is the reference itself),
     the per-model alignments, and the seconds per phase."""
 
-    state: StateDict
-    aligned: list[StateDict]
+    state: State
+    aligned: list[State]
     alignments: list[Alignment | None]
     timings: dict[str, float] = field(default_factory=dict)
     sweeps: int = 0
@@ -106,7 +106,7 @@ def merge(
 
 
 def _merge_many(model: nn.Module, spec: PermSpec, states: Sequence[Mapping[str, torch.Tensor]],
-                aligned: list[StateDict], alignments: list[Alignment | None], options: MergeOptions,
+                aligned: list[State], alignments: list[Alignment | None], options: MergeOptions,
                 batches: Any) -> int:  # fmt: skip
     """Git Re-Basin's MergeMany: align each model onto the mean of the others until nothing moves."""
     rng = np.random.default_rng(options.seed)

@@ -24,17 +24,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from permgraph.apply import State
 from transfer.evaluation import evaluate_batches
 
 __all__ = ["PathCurve", "interpolate", "lerp", "lambda_grid", "evaluate_path", "reiterable"]
 
-StateDict = dict[str, torch.Tensor]
-Transform = Callable[[StateDict, float], StateDict]
+Transform = Callable[[State, float], State]
 """``transform(state, lam) -> state``: applied to each interpolated state before it is evaluated
 (REPAIR: :meth:`transfer.merge.Repair.at`)."""
 
 
-def interpolate(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None) -> StateDict:
+def interpolate(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None) -> State:
     """The weighted mean ``sum_i w_i * states[i]`` of the floating tensors (default: equal weights);
     integer tensors (``num_batches_tracked``) are taken from the first state. Every state must hold
     the same keys and shapes."""
@@ -48,7 +48,7 @@ def interpolate(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[
         if set(s) != set(first):
             diff = sorted(set(s) ^ set(first))
             raise ValueError(f"state dict {i} does not have the keys of state dict 0 (e.g. {diff[0]!r})")
-    out: StateDict = {}
+    out: State = {}
     for key, t in first.items():
         if not torch.is_floating_point(t):
             out[key] = t.clone()
@@ -62,7 +62,7 @@ def interpolate(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[
     return out
 
 
-def lerp(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], lam: float) -> StateDict:
+def lerp(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], lam: float) -> State:
     """``(1 − lam) a + lam b``: ``lam = 0`` is ``a``, ``lam = 1`` is ``b``."""
     return interpolate([a, b], [1.0 - lam, lam])
 

@@ -30,13 +30,14 @@ import torch
 from torch import nn
 
 from permgraph.activations import GraphRunner
+from permgraph.apply import State
 from permgraph.rules import op_name
 from permgraph.spec import PermSpec
 from transfer.evaluation import batch_to, model_device
 from transfer.gradients import batchnorm_modules, has_batchnorm
 from transfer.inputs import call_model
 from transfer.merge.alignment import model_call
-from transfer.merge.path import StateDict, reiterable
+from transfer.merge.path import reiterable
 
 __all__ = ["Repair", "RepairSite", "reset_batchnorm", "has_batchnorm"]
 
@@ -56,7 +57,7 @@ class RepairSite:
 
 
 @torch.no_grad()
-def reset_batchnorm(model: nn.Module, state: Mapping[str, torch.Tensor], batches: Iterable[Any]) -> StateDict:
+def reset_batchnorm(model: nn.Module, state: Mapping[str, torch.Tensor], batches: Iterable[Any]) -> State:
     """``state`` with every BatchNorm's running mean and variance re-estimated on ``batches`` (a
     cumulative average, the model otherwise in eval mode: dropout stays off). ``model`` is not modified."""
     work = copy.deepcopy(model)
@@ -185,7 +186,7 @@ class Repair:
             out[s.node] = (mean, std)
         return out
 
-    def __call__(self, merged: Mapping[str, torch.Tensor], weights: Sequence[float]) -> StateDict:
+    def __call__(self, merged: Mapping[str, torch.Tensor], weights: Sequence[float]) -> State:
         """``merged`` repaired toward the ``weights``-interpolation of the endpoints' statistics."""
         state = dict(merged)
         if self.batchnorm:
@@ -207,6 +208,6 @@ class Repair:
             state = reset_batchnorm(self.model, state, self.batches)
         return state
 
-    def at(self, state: Mapping[str, torch.Tensor], lam: float) -> StateDict:
+    def at(self, state: Mapping[str, torch.Tensor], lam: float) -> State:
         """``self(state, [1 − lam, lam])``: REPAIR at point ``lam`` of a two-model path."""
         return self(state, [1.0 - lam, lam])

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from permgraph.apply import Permutation
+from permgraph.apply import Permutation, State
 from transfer import distributed as dist
-from transfer.context import State, TransferContext
+from transfer.context import TransferContext
 from transfer.matching import SORTED
 from transfer.methods.base import TransferMethod, register
 from transfer.pairs import DiskPairs

@@ -8,8 +8,8 @@ target gradient, taken at theta_2^0, does not depend on pi and is cached too.
 
 from __future__ import annotations
 
-from permgraph.apply import Permutation
-from transfer.context import State, TransferContext
+from permgraph.apply import Permutation, State
+from transfer.context import TransferContext
 from transfer.matching import SORTED
 from transfer.methods.base import TransferMethod, register
 
