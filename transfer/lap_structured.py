@@ -22,7 +22,7 @@ more than it needs exact bidding, so :func:`structured_solve` splits the work:
 
 Nothing here needs the auction to be exact or even eps-optimal: whatever it leaves, the answer is
 the core's optimum and it is returned only with a certificate on the whole matrix. A price war
-(nearly identical rows) exceeds ``bids_per_row`` bids per row and raises :class:`PriceWar` (a
+(nearly identical rows) exceeds ``RoughOptions.bids_per_row`` bids per row and raises :class:`PriceWar` (a
 :class:`CoreFailure`), so the dispatcher moves on to solvers that do not bid.
 
 Measured on five consecutive mlp2-4096 FGMT costs solved in order, one thread (``bench/solvers.py
@@ -31,11 +31,13 @@ warm``): see ``docs/results/solvers.md``, section "Consecutive FGMT solves".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from transfer.lap_certified import CertifiedSolution, CoreFailure, certify_core
 
-__all__ = ["structured_solve", "row_lists", "rough_auction", "RoughAuction", "PriceWar"]
+__all__ = ["structured_solve", "row_lists", "rough_auction", "RoughAuction", "RoughOptions", "PriceWar"]
 
 
 class PriceWar(CoreFailure):
@@ -143,33 +145,45 @@ class RoughAuction:
         return free
 
 
+@dataclass(frozen=True)
+class RoughOptions:
+    """The rough auction's settings (module docstring; each measured on consecutive FGMT costs in
+    ``docs/results/solvers.md``): candidate list length ``k``, final eps relative to the span,
+    eps-scaling ``factor``, the free rows at which a phase stops, the bid budget per row before a
+    price war is declared, the first eps relative to the span (None: ``1 / n``), and how many free
+    rows bid per round."""
+
+    k: int = 128
+    rel_eps: float = 1e-5
+    factor: float = 6.0
+    stop: int = 16
+    bids_per_row: int = 100
+    first_eps: float | None = None
+    block: int = 512
+
+
 def rough_auction(
     a: np.ndarray,
     span: float,
     prices: np.ndarray | None = None,
     start: np.ndarray | None = None,
-    *,
-    k: int = 128,
-    rel_eps: float = 1e-5,
-    factor: float = 6.0,
-    stop: int = 16,
-    bids_per_row: int = 100,
-    first_eps: float | None = None,
+    opts: RoughOptions = RoughOptions(),
 ) -> RoughAuction:
-    """Epsilon scaling from ``span / n`` down to ``rel_eps * span``, each phase stopped at ``stop``
-    free rows; from ``prices`` and the assignment ``start`` when given (its eps-CS rows kept)."""
+    """Epsilon scaling from ``opts.first_eps * span`` down to ``opts.rel_eps * span``, each phase
+    stopped at ``opts.stop`` free rows; from ``prices`` and the assignment ``start`` when given
+    (its eps-CS rows kept)."""
     n = a.shape[0]
-    st = RoughAuction(a, min(k, n - 2), np.zeros(n) if prices is None else prices.astype(np.float64, copy=True),
-                      bids_per_row * n)  # fmt: skip
-    eps, eps_final = span * (1.0 / n if first_eps is None else first_eps), rel_eps * span
+    st = RoughAuction(a, min(opts.k, n - 2), np.zeros(n) if prices is None else prices.astype(np.float64, copy=True),
+                      opts.bids_per_row * n)  # fmt: skip
+    eps, eps_final = span * (1.0 / n if opts.first_eps is None else opts.first_eps), opts.rel_eps * span
     if start is not None:
         st.assign[:] = start
         st.owner[start] = np.arange(n)
     while True:
-        st.bid(st.free_not_eps_cs(eps), eps, stop)
+        st.bid(st.free_not_eps_cs(eps), eps, opts.stop, opts.block)
         if eps <= eps_final:
             return st
-        eps = max(eps / factor, eps_final)
+        eps = max(eps / opts.factor, eps_final)
 
 
 def structured_solve(
@@ -177,11 +191,8 @@ def structured_solve(
     prices: np.ndarray | None = None,
     start: np.ndarray | None = None,
     *,
-    k: int = 128,
     theta: float = 1e-3,
-    rel_eps: float = 1e-5,
-    stop: int = 16,
-    first_eps: float | None = None,
+    opts: RoughOptions = RoughOptions(),
 ) -> CertifiedSolution:
     """Maximising assignment of a square float64 ``a`` with a dual certificate on every entry
     (module docstring). ``prices`` / ``start``: a previous solve's column duals and assignment
@@ -193,7 +204,7 @@ def structured_solve(
     span = float(a.max() - a.min())
     if n < 4 or span == 0.0:
         raise CoreFailure("too small or constant: the dense solvers take it")
-    st = rough_auction(a, span, prices, start, k=k, rel_eps=rel_eps, stop=stop, first_eps=first_eps)
+    st = rough_auction(a, span, prices, start, opts)
     vals, best = st.values()
     keep = vals >= (best - theta * span)[:, None]
     keep[best - theta * span < st.bound] = True  # a possibly stale list: all of it

@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 import transfer.lap_certified as lc
 from transfer.lap import LapProofs, LapWarm, solve_lap_result
 from transfer.lap_certified import TOL, CoreFailure, certified_solve, certify_core, check_duals
-from transfer.lap_structured import PriceWar, rough_auction, row_lists, structured_solve
+from transfer.lap_structured import PriceWar, RoughOptions, rough_auction, row_lists, structured_solve
 
 
 def _objective(a, cols):
@@ -59,7 +59,7 @@ def test_many_rows_wanting_the_same_columns(seed):
     rng = np.random.default_rng(10 + seed)
     a = _popular(400, rng)
     assert len(np.unique(a.argmax(axis=1))) <= 0.06 * 400  # the structure the solver is for
-    sol = structured_solve(a, k=32)
+    sol = structured_solve(a, opts=RoughOptions(k=32))
     _assert_exact_and_certified(a, sol)
     assert sol.certificate.candidates < 400 * 400 / 8  # a core, not the whole matrix
 
@@ -96,7 +96,7 @@ def test_warm_from_the_previous_duals_along_a_growing_sum():
     a, prev = np.zeros((300, 300)), None
     for _ in range(4):
         a = a + _popular(300, rng)
-        sol = structured_solve(a, *((prev.v, prev.cols) if prev is not None else (None, None)), k=32)
+        sol = structured_solve(a, *((prev.v, prev.cols) if prev is not None else (None, None)), opts=RoughOptions(k=32))
         _assert_exact_and_certified(a, sol)
         prev = sol
 
@@ -152,7 +152,7 @@ def test_price_war_is_reported_and_solve_lap_still_exact():
     n = 1024
     alike = np.tile(np.sort(rng.random(n)), (n, 1)) + 1e-9 * rng.random((n, n))  # rows sorted alike
     with pytest.raises(PriceWar):
-        rough_auction(alike, float(alike.max() - alike.min()), bids_per_row=2)
+        rough_auction(alike, float(alike.max() - alike.min()), opts=RoughOptions(bids_per_row=2))
     res = solve_lap_result(alike)
     assert res.solver in ("certified", "structured") and res.certificate.holds
     ref = _scipy(alike)
