@@ -17,7 +17,7 @@ import permgraph
 from zoo.experiments.kit.base import register
 from zoo.experiments.kit.context import Context
 from zoo.experiments.kit.report import md_table
-from zoo.experiments.kit.scenario import TransferThenFinetune, control_lines, finetune_table, transfer_table
+from zoo.experiments.kit.scenario import TransferThenFinetune, control_lines, finetune_section, transfer_table
 from zoo.models import build, example_inputs
 
 __all__ = ["group_summary", "AttentionTransfer", "VitTiny", "GptTiny"]
@@ -63,9 +63,7 @@ class AttentionTransfer(TransferThenFinetune):
             "## Transferred parameters: validation loss",
             transfer_table(results["transfer"], metric="val_loss"),
             *control_lines(results),
-            "## Subsequent training: fine-tuning vs scratch (validation accuracy, %)",
-            finetune_table(results["finetune"], results["standard"]),
-            f"![transfer and fine-tuning]({ctx.figure()})",
+            *finetune_section(ctx, results, "## Subsequent training: fine-tuning vs scratch (validation accuracy, %)"),
         ]
 
 

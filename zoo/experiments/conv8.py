@@ -15,7 +15,7 @@ from transfer.methods import label
 from zoo.experiments.kit.base import register
 from zoo.experiments.kit.context import Context
 from zoo.experiments.kit.reference import PAPER_CONV8
-from zoo.experiments.kit.scenario import TransferThenFinetune, control_lines, finetune_table, transfer_table
+from zoo.experiments.kit.scenario import TransferThenFinetune, control_lines, finetune_section, transfer_table
 
 __all__ = ["Conv8"]
 
@@ -32,9 +32,7 @@ class Conv8(TransferThenFinetune):
             "## Transferred parameters (Fig. 5b)",
             transfer_table(results["transfer"], results["source_val_acc"]),
             *control_lines(results),
-            "## Subsequent training (Fig. 6a): fine-tuning vs scratch",
-            finetune_table(results["finetune"], results["standard"]),
-            f"![transfer and fine-tuning]({ctx.figure()})",
+            *finetune_section(ctx, results, "## Subsequent training (Fig. 6a): fine-tuning vs scratch"),
             "Paper, CIFAR-10, full width, for context: transfer at t=30 "
             + ", ".join(f"{label(m)} {v}" for m, v in paper["transfer_t30"].items())
             + f"; subsequent training epoch 1: transferred {paper['finetune_epoch1'][0]}-"

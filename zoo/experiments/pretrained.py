@@ -24,7 +24,7 @@ from zoo.experiments.kit.scenario import (
     STANDARD,
     finetune_recipe,
     finetune_record,
-    finetune_table,
+    finetune_section,
     pair_figure,
     transfer_table,
 )
@@ -74,9 +74,9 @@ class Pretrained(PretrainedPairs):
             f"Standard. Transfer: linear trajectory, {r['transfer_setting']}.",
             "## Transferred parameters (Fig. 5d-f)",
             transfer_table(r["transfer"], r["source_val_acc"]),
-            "## Subsequent training (Fig. 6b-d): from the transferred point vs standard fine-tuning",
-            finetune_table(r["finetune"], r["standard"]),
-            f"![transfer and fine-tuning]({ctx.figure()})",
+            *finetune_section(
+                ctx, r, "## Subsequent training (Fig. 6b-d): from the transferred point vs standard fine-tuning"
+            ),
         ]
 
 

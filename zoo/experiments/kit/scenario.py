@@ -218,6 +218,13 @@ def finetune_table(ft: Mapping[str, Any], standard: str) -> str:
     return text
 
 
+def finetune_section(ctx: Any, results: Mapping[str, Any], heading: str) -> list[str]:
+    """The subsequent-training section of a transfer-then-fine-tune page: ``heading``, the
+    fine-tuning table and the page's figure."""
+    table = finetune_table(results["finetune"], results["standard"])
+    return [heading, table, f"![transfer and fine-tuning]({ctx.figure()})"]
+
+
 def control_lines(results: Mapping[str, Any]) -> list[str]:
     """The planted control's paragraph (none without one), beside the source's own checkpoints."""
     c = results.get("planted_control")
