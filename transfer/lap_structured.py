@@ -22,11 +22,14 @@ more than it needs exact bidding, so :func:`structured_solve` splits the work:
 
 Nothing here needs the auction to be exact or even eps-optimal: whatever it leaves, the answer is
 the core's optimum and it is returned only with a certificate on the whole matrix. A price war
-(nearly identical rows) exceeds ``RoughOptions.bids_per_row`` bids per row and raises :class:`PriceWar` (a
-:class:`CoreFailure`), so the dispatcher moves on to solvers that do not bid.
+(nearly identical rows) exceeds ``RoughOptions.bids_per_row`` bids per row and raises
+:class:`PriceWar` (a :class:`CoreFailure`); :func:`transfer.lap.solve_lap` then moves on (to the
+exact auction, or where every row wants one column straight to the certified core solve).
 
 Measured on five consecutive mlp2-4096 FGMT costs solved in order, one thread (``bench/solvers.py
-warm``): see ``docs/results/solvers.md``, section "Consecutive FGMT solves".
+warm``, ``docs/results/solvers.md``, "Consecutive FGMT solves"): 1.76 s of CPU for the five,
+every one certified in one round and equal to scipy's assignment, against 4.68 s for the warm
+exact auction (uncertified) and 7.0 s for the auction followed by certification.
 """
 
 from __future__ import annotations
