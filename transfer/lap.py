@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from transfer.lap_certified import Certificate, CoreFailure, certified_solve
-from transfer.lap_structured import PriceWar, structured_solve
+from transfer.lap_structured import PriceWar, best_two, structured_solve, top_k
 
 try:  # optional: pip install lapx (module "lap")
     import lap as _lapx
@@ -255,32 +255,13 @@ def scipy_lap(a: np.ndarray) -> np.ndarray:
     return cols.astype(np.int64)
 
 
-def _top_k(red: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the indices of the k largest values (unordered) and the (k+1)-th largest value."""
-    n = red.shape[1]
-    part = np.argpartition(red, n - k - 1, axis=1)
-    return part[:, n - k :], np.take_along_axis(red, part[:, n - k - 1 : n - k], axis=1)[:, 0]
-
-
-def _best_two(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: position of the largest value (the first of equals), the largest and the second
-    largest. Overwrites the largest of ``vals`` (a temporary): an argmax and a max cost a third of
-    the ``argpartition`` this replaced, which was 40 % of an mlp2 solve (same permutations on the
-    paper setting's FGMT and GMT matrices; only the choice among exactly equal bids can differ)."""
-    rows = np.arange(vals.shape[0])
-    j = vals.argmax(axis=1)
-    v1 = vals[rows, j]
-    vals[rows, j] = -np.inf
-    return j, v1, vals.max(axis=1)
-
-
 class _State:
     """One auction's matrix, candidate lists, prices and assignment, and its bid count."""
 
     def __init__(self, a: np.ndarray, k: int, prices: np.ndarray, budget: int) -> None:
         n = a.shape[0]
         self.a, self.k, self.prices, self.budget, self.bids = a, k, prices, budget, 0
-        self.cand, self.bound = _top_k(a if not prices.any() else a - prices, k)
+        self.cand, self.bound = top_k(a if not prices.any() else a - prices, k)
         self.cand_a = np.take_along_axis(a, self.cand, axis=1)
         self.owner = np.full(n, -1)
         self.assign = np.full(n, -1)
@@ -295,15 +276,15 @@ class _State:
             if self.bids > self.budget:
                 raise _BudgetExceeded
             cidx = cand[free]
-            jb, v1, v2 = _best_two(cand_a[free] - prices[cidx])
+            jb, v1, v2 = best_two(cand_a[free] - prices[cidx])
             stale = v1 < bound[free]
             if stale.any():  # rebuild those lists; a fresh list always clears its own bound
                 rows = free[stale]
-                fresh, kth = _top_k(a[rows] - prices, k)
+                fresh, kth = top_k(a[rows] - prices, k)
                 cand[rows], bound[rows] = fresh, kth
                 cand_a[rows] = np.take_along_axis(a[rows], fresh, axis=1)
                 cidx = cand[free]
-                jb, v1, v2 = _best_two(cand_a[free] - prices[cidx])
+                jb, v1, v2 = best_two(cand_a[free] - prices[cidx])
             b = bound[free]
             best = cidx[np.arange(free.size), jb]
             bid = prices[best] + (v1 - np.maximum(v2, b)) + eps
