@@ -104,7 +104,7 @@ def test_a_spec_given_by_the_caller_is_never_cached(tmp_path, runs):
 
 
 def test_a_resumed_run_restores_the_warm_starts(tmp_path, runs, monkeypatch):
-    """Every LAP through the auction (as for mlp2's 4096 units), so warm starts are in play."""
+    """Every LAP through the auction's route (as for mlp2's 4096 units), so warm starts are in play."""
     monkeypatch.setattr(lap, "HAVE_LAPX", False)
     monkeypatch.setattr(lap, "AUCTION_MIN_SIZE", 4)
     data, src, init = runs
@@ -115,11 +115,13 @@ def test_a_resumed_run_restores_the_warm_starts(tmp_path, runs, monkeypatch):
 
     run_interrupted("fgmt", src, init, data, tmp_path / "cut", T=3)
     starts, steps = [], []
-    real = lap.auction_solve
-    monkeypatch.setattr(lap, "auction_solve", lambda a, warm=None, **k: starts.append(warm) or real(a, warm, **k))
+    real = lap.structured_solve  # where these matrices go first (the certified structured solve)
+    monkeypatch.setattr(lap, "structured_solve", lambda a, prices=None, start=None, **k: starts.append((prices, start))
+                        or real(a, prices, start, **k))  # fmt: skip
     resumed = run("fgmt", src, init, data, tmp_path / "cut", T=3, callback=lambda t, r: steps.append(t))
     assert steps == [3] and resumed["val_acc"] == full["val_acc"]
-    assert starts and starts[0] is not None and starts[0].fits(12), "step 3 starts from step 2's prices"
+    prices, start = starts[0] if starts else (None, None)
+    assert prices is not None and len(prices) == len(start) == 12, "step 3 starts from step 2's prices and assignment"
     a, b = Trajectory(tmp_path / "full" / "fgmt").final(), Trajectory(tmp_path / "cut" / "fgmt").final()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a damaged warm file is only a lost start: the run goes on
