@@ -99,6 +99,8 @@ class Loop:
                 ctx.store.commit(record)
                 bar.update(1)
                 bar.set_postfix(val_acc=f"{acc:.4f}", solve=f"{ctx.solve_seconds - solve0:.1f}s")
+                log.info("%s t=%d/%d: val acc %.4f, val loss %.4f (step %.1f s, solves %.1f s)", self.setting["method"],
+                         t, T, acc, loss, time.perf_counter() - t0, ctx.solve_seconds - solve0)  # fmt: skip
                 if callback is not None:
                     callback(t, record.to_json())
         record.phases = dict(clock.seconds)

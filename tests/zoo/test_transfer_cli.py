@@ -59,3 +59,13 @@ def test_user_errors_exit_2_with_one_line(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--method", "sgd", "--source", "x", "--target-init", "1"])
     assert e.value.code == 2
+
+
+def test_each_step_is_logged_for_verbose(runs, tmp_path, caplog):
+    common = ["--source", str(runs / "s1"), "--target-init", str(runs / "s2"), "--T", "2", "--out", str(tmp_path / "v"),
+              "--grad-batches", "2", "--batch-size", "32", "--no-progress", "--method", "naive"]  # fmt: skip
+    with caplog.at_level("INFO", logger="transfer"):
+        assert main(["run", *common, "-v"]) == 0
+    steps = [r.getMessage() for r in caplog.records if " t=" in r.getMessage()]
+    assert [m.split(":")[0] for m in steps] == ["naive t=0/2", "naive t=1/2", "naive t=2/2"]
+    assert all("val acc" in m and "solves" in m for m in steps)

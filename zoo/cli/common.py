@@ -40,8 +40,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )  # fmt: skip
 
 
+VERBOSE_HELP = ("log each step's result (transfer run: val acc, loss and seconds per step) and what the caches "
+                "and resume files decide (a cached spec ignored and why, where a run resumes), on stderr")
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
 
 
@@ -50,7 +54,7 @@ def share_common_flags(sub: argparse._SubParsersAction) -> None:
     Call it once every sub-command is added. The sub-commands' copies default to "not given", so a flag
     given before the sub-command is kept."""
     for parser in sub.choices.values():
-        for flags, text in ((("-v", "--verbose"), "log progress details"),
+        for flags, text in ((("-v", "--verbose"), VERBOSE_HELP),
                             (("--debug",), "print the traceback of an internal error")):  # fmt: skip
             try:
                 parser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, help=text)
