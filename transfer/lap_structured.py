@@ -56,9 +56,7 @@ def row_lists(a: np.ndarray, prices: np.ndarray, k: int, rows: int = 64) -> tupl
     for r in range(0, n, rows):
         b = buf[: min(rows, n - r)]
         np.subtract(a[r : r + rows], prices, out=b)
-        part = np.argpartition(b, m - k - 1, axis=1)
-        cand[r : r + rows] = part[:, m - k :]
-        bound[r : r + rows] = np.take_along_axis(b, part[:, m - k - 1 : m - k], axis=1)[:, 0]
+        cand[r : r + rows], bound[r : r + rows] = top_k(b, k)
     return cand, bound
 
 
