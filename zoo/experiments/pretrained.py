@@ -18,7 +18,7 @@ from typing import Any
 
 from zoo.experiments.kit.base import register
 from zoo.experiments.kit.context import Context
-from zoo.experiments.kit.pretrained_pairs import PoolLayout, PretrainedPairs
+from zoo.experiments.kit.pretrained_pairs import PoolLayout, PretrainedPairs, pair_title
 from zoo.experiments.kit.report import pct
 from zoo.experiments.kit.scenario import (
     STANDARD,
@@ -61,8 +61,7 @@ class Pretrained(PretrainedPairs):
         }  # fmt: skip
 
     def plots(self, ctx: Context, results: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        title = f"{results['model'].split('?')[0]}: {results['pretrain_data']} -> {results['task_data']}"
-        return [("", pair_figure(results, title))]
+        return [("", pair_figure(results, pair_title(results)))]
 
     def sections(self, ctx: Context, results: Mapping[str, Any]) -> list[str]:
         r = results

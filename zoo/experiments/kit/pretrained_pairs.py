@@ -33,7 +33,7 @@ from zoo.experiments.kit.scenario import check_finetune, curve_label, finetune_f
 from zoo.experiments.kit.setting import Pair, Setting, open_pair, open_view
 from zoo.models import build
 
-__all__ = ["PoolLayout", "PretrainedPairs", "summarize"]
+__all__ = ["PoolLayout", "PretrainedPairs", "summarize", "pair_title"]
 
 ARMS = {"fgmt": "from_fgmt", "naive": "from_naive"}  # fine-tunings from a transferred point, by method
 
@@ -177,7 +177,7 @@ class PretrainedPairs(Experiment):
         for ax in (a, b):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(f"{results['model'].split('?')[0]}: {results['pretrain_data']} -> {results['task_data']}", fontsize=9)
+        fig.suptitle(pair_title(results), fontsize=9)
         return [("", fig)]
 
     def sections(self, ctx: Context, results: Mapping[str, Any]) -> list[str]:
@@ -195,6 +195,11 @@ class PretrainedPairs(Experiment):
             _diagnose_table(r),
             f"![transfer and fine-tuning]({ctx.figure()})",
         ]
+
+
+def pair_title(results: Mapping[str, Any]) -> str:
+    """A pretrained page's figure title: the model's name, pretraining data -> task data."""
+    return f"{results['model'].split('?')[0]}: {results['pretrain_data']} -> {results['task_data']}"
 
 
 def _arm_label(arm: str) -> str:
