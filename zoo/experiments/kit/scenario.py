@@ -218,7 +218,7 @@ def finetune_table(ft: Mapping[str, Any], standard: str) -> str:
     return text
 
 
-def finetune_section(ctx: Any, results: Mapping[str, Any], heading: str) -> list[str]:
+def finetune_section(ctx: Context, results: Mapping[str, Any], heading: str) -> list[str]:
     """The subsequent-training section of a transfer-then-fine-tune page: ``heading``, the
     fine-tuning table and the page's figure."""
     table = finetune_table(results["finetune"], results["standard"])
