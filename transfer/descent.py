@@ -165,12 +165,13 @@ class CoordinateDescent:
         if a.dim() == 3:  # a per-block group: one assignment per block (no warm start)
             return torch.stack([self._lsa(block) for block in a])
         t0 = time.perf_counter()
-        m = a.detach().cpu().double().numpy()
-        if not np.isfinite(m).all():
+        a = a.detach().cpu()
+        if not torch.isfinite(a).all():
             raise FloatingPointError("cost matrix has NaN/inf entries: a pair holds non-finite values")
+        m = a.numpy() if a.dtype in (torch.float32, torch.float64) else a.double().numpy()  # float32: no copy (lap)
         res = solve_lap_result(m, warm=warm, certify=self.certify)
         cols = res.cols
-        self.stats.proofs.add(res, float(m[np.arange(len(cols)), cols].sum()))
+        self.stats.proofs.add(res, float(m[np.arange(len(cols)), cols].sum(dtype=np.float64)))
         self.stats.lsa_calls += 1
         self.stats.lsa_seconds += time.perf_counter() - t0
         return torch.from_numpy(cols)

@@ -43,7 +43,8 @@ try:  # optional: pip install lapx (module "lap")
 except ImportError:  # pragma: no cover - depends on the environment
     _lapx = None
 
-__all__ = ["Certificate", "CertifiedSolution", "CoreFailure", "certified_solve", "certify_core", "check_duals", "core_duals"]
+__all__ = ["Certificate", "CertifiedSolution", "CoreFailure", "certified_solve", "certify_core", "check_duals", "core_duals",
+           "dense_check", "sorted_union"]
 
 DELTA = 2.0**-40  # per-edge slack of the dual recovery, relative to the matrix's span
 TOL = 4 * DELTA  # a dense entry violates the duals when a - u - v exceeds this (relative to the span)
@@ -115,7 +116,7 @@ def _sparse_solve(a: np.ndarray, lin: np.ndarray, prices: np.ndarray) -> np.ndar
     indptr = np.searchsorted(i, np.arange(n + 1))
     cost = np.maximum(np.maximum.reduceat(w, indptr[:-1])[i] - w, 0.0)
     if _lapx is not None and hasattr(_lapx, "lapmod"):
-        _, x, _ = _lapx.lapmod(n, cost, indptr, j)  # minimising, costs >= 0
+        x, _ = _lapx.lapmod(n, cost, indptr, j, return_cost=False)  # minimising, costs >= 0; the cost: a Python loop
         cols = np.asarray(x, dtype=np.int64)
     else:  # pragma: no cover - lapx is a dependency
         from scipy.sparse import csr_matrix
@@ -139,7 +140,7 @@ def core_duals(
     are none (a negative cycle: ``cols`` not optimal on the core)."""
     n = a.shape[0]
     i, j = np.divmod(lin, n)
-    w = a[i, cols[i]] - a[i, j] + delta  # edge j -> cols[i]: v[cols[i]] <= v[j] + w
+    w = a[i, cols[i]].astype(np.float64) - a[i, j] + delta  # edge j -> cols[i]: v[cols[i]] <= v[j] + w (float64 always)
     starts = np.searchsorted(i, np.arange(n))
     if starts.size and (np.diff(np.append(starts, len(lin))) == 0).any():
         raise CoreFailure("a row has no candidate column")
@@ -210,45 +211,57 @@ def certify_core(
         p = _sparse_solve(a, lin, v)  # v: the prices given, then the last round's duals
         u, v = core_duals(a, lin, p, delta, d0)
         cert.rounds += 1
-        worst, bad = _violators(a, u, v, tol)
+        worst, bad, near = dense_check(ta, u, v, tol, k_rep)
         cert.max_violation, cert.candidates = worst / span, len(lin)
         cert.violations.append(len(bad))
         if worst <= tol:
             break
         if cert.rounds >= max_rounds:
             raise CoreFailure(f"not certified after {max_rounds} rounds (max violation {worst / span:.3g} of the span)")
-        extra = _repair(ta, u, v, bad, k_rep)  # many violators (a poor first core): their rows' and columns' best
-        lin = np.union1d(lin, extra if len(bad) > 2 * n else np.concatenate([bad, extra]))
+        extra = [near] if len(bad) > 2 * n else [bad, near]  # a poor first core: only the rows' best
+        if len(bad) > 2 * n or cert.rounds > 2:  # and the violating columns' best rows
+            extra.append(_column_repair(ta, u, v, bad, k_rep))
+        lin = sorted_union(lin, *extra)
     cert.gap_bound = n * max(0.0, worst)
     return CertifiedSolution(p, u, v, cert)
 
 
-def _violators(a: np.ndarray, u: np.ndarray, v: np.ndarray, tol: float, rows: int = 64) -> tuple[float, np.ndarray]:
-    """``max(a - u - v)`` and the entries (``i * n + j``) above ``tol``: one pass over the dense
-    matrix, ``rows`` rows at a time (numpy, one thread: each block stays in cache), as each row's
-    largest ``a - v`` against its ``u`` (one subtraction per entry, not two)."""
-    n = a.shape[0]
-    found = []
-    block, best = np.empty((min(rows, n), n)), np.empty(n)
-    for r in range(0, n, rows):
-        b = block[: min(rows, n - r)]
-        np.subtract(a[r : r + rows], v, out=b)
-        b.max(axis=1, out=best[r : r + rows])
-        over = np.flatnonzero(best[r : r + rows] - u[r : r + rows] > tol)
-        if over.size:
-            i, j = np.nonzero(b[over] - u[r + over, None] > tol)
-            found.append((over[i] + r) * n + j)
-    worst = float((best - u).max()) if n else 0.0
-    return worst, np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
-
-
-def _repair(ta: torch.Tensor, u: np.ndarray, v: np.ndarray, bad: np.ndarray, k: int) -> np.ndarray:
-    """Beyond the violators themselves: each violating row's ``k`` best entries and each violating
-    column's ``k`` best entries under the duals (``a - u - v``), so the next core holds the
-    alternatives the new optimum is likely to need."""
+def dense_check(
+    ta: torch.Tensor, u: np.ndarray, v: np.ndarray, tol: float, k: int, rows: int = 256
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One pass over the dense matrix, ``rows`` rows at a time (torch: both cores, each block in
+    cache): ``max(a - u - v)``, the entries above ``tol`` (``i * n + j``), and each violating row's
+    ``k`` best entries under the duals (the alternatives the next core needs), from the same block."""
     n = ta.shape[0]
-    i, j = np.unique(bad // n), np.unique(bad % n)
     tu, tv = torch.from_numpy(u), torch.from_numpy(v)
-    by_row = torch.topk(ta[torch.from_numpy(i)] - tu[i, None] - tv, k, dim=1).indices.numpy()
+    worst, found, near = -np.inf, [], []
+    for r in range(0, n, rows):
+        red = ta[r : r + rows] - tv
+        red -= tu[r : r + rows, None]
+        best = red.max(dim=1).values
+        worst = max(worst, float(best.max()))
+        over = torch.nonzero(best > tol).flatten()
+        if over.numel():
+            sub = red[over]
+            i, j = torch.nonzero(sub > tol, as_tuple=True)
+            found.append(((over[i] + r) * n + j).numpy())
+            top = torch.topk(sub, k, dim=1, sorted=False).indices
+            near.append(((over[:, None] + r) * n + top).reshape(-1).numpy())
+    empty = np.zeros(0, dtype=np.int64)
+    return worst, np.concatenate(found) if found else empty, np.concatenate(near) if near else empty
+
+
+def sorted_union(*parts: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of the arrays (``np.union1d`` hashes first: 4x slower here)."""
+    x = np.sort(np.concatenate(parts))
+    return x[np.concatenate([[True], x[1:] != x[:-1]])] if x.size else x
+
+
+def _column_repair(ta: torch.Tensor, u: np.ndarray, v: np.ndarray, bad: np.ndarray, k: int) -> np.ndarray:
+    """Each violating column's ``k`` best entries under the duals (``a - u - v``): where the rows'
+    best alone do not close the gap (a poor core, or rounds that keep finding violators)."""
+    n = ta.shape[0]
+    j = np.unique(bad % n)
+    tu, tv = torch.from_numpy(u), torch.from_numpy(v)
     by_col = torch.topk(ta[:, torch.from_numpy(j)] - tu[:, None] - tv[j], k, dim=0).indices.numpy()
-    return np.concatenate([(i[:, None] * n + by_row).reshape(-1), (by_col * n + j[None, :]).reshape(-1)])
+    return (by_col * n + j[None, :]).reshape(-1)
