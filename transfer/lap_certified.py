@@ -209,7 +209,7 @@ def certify_core(
     cert, delta, tol, v = Certificate(), DELTA * span, TOL * span, np.asarray(prices, dtype=np.float64)
     while True:
         p = _sparse_solve(a, lin, v)  # v: the prices given, then the last round's duals
-        u, v = core_duals(a, lin, p, delta, d0)
+        u, v = core_duals(a, lin, p, delta, d0 if cert.rounds == 0 else v)  # a repair round: from the last duals
         cert.rounds += 1
         worst, bad, near = dense_check(ta, u, v, tol, k_rep)
         cert.max_violation, cert.candidates = worst / span, len(lin)

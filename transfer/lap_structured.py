@@ -161,7 +161,7 @@ class RoughOptions:
     price war is declared, the first eps relative to the span (None: ``1 / n``), and how many free
     rows bid per round."""
 
-    k: int = 128
+    k: int = 32
     rel_eps: float = 1e-5
     factor: float = 6.0
     stop: int = 16
