@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy.optimize import linear_sum_assignment
 
 from transfer.lap import LapProofs, solve_lap_result
@@ -123,3 +124,28 @@ def test_solve_lap_certify_and_the_proofs_record():
     back = LapProofs.from_json(proofs.to_json())
     assert back == proofs
     assert LapProofs.from_json({"solves": "x"}) == LapProofs() and LapProofs.from_json(None) == LapProofs()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_dense_checks_float32_screen_finds_the_exact_maximum_and_every_violator(dtype, offset):
+    """The screened check computes in float32 and rechecks near entries in float64: its maximum and
+    its violators must be exactly those of a float64 pass, with duals far from zero too (``offset``:
+    large duals make float32's rounding large against the span) and entries below float32's
+    resolution (float64 input)."""
+    from transfer.lap_certified import dense_check
+
+    rng = np.random.default_rng(5)
+    n = 300
+    a = (rng.standard_normal((n, n)) * 1e-3 + 1e-9 * rng.standard_normal((n, n))).astype(dtype)
+    sol = certified_solve(a.astype(np.float64))
+    u, v = sol.u - offset, sol.v + offset
+    for shift in (0.0, 1e-12, 3e-4):  # none, tiny and large violations of one column's dual
+        v2 = v.copy()
+        v2[sol.cols[7]] -= shift
+        red = a.astype(np.float64) - u[:, None] - v2[None, :]
+        tol = 1e-13
+        worst, bad, near = dense_check(torch.from_numpy(a), u, v2, tol, k=3)
+        assert worst == red.max()
+        assert sorted(bad.tolist()) == sorted(np.flatnonzero(red > tol).tolist())
+        assert set(np.unique(bad // n).tolist()) == set(np.unique(near // n).tolist())
