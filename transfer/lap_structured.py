@@ -41,7 +41,8 @@ import torch
 
 from transfer.lap_certified import CertifiedSolution, CoreFailure, certify_core, sorted_union
 
-__all__ = ["structured_solve", "warm_core_solve", "best_columns", "row_lists", "rough_auction", "RoughAuction", "RoughOptions", "PriceWar", "top_k", "best_two"]
+__all__ = ["structured_solve", "warm_core_solve", "best_columns", "row_lists", "rough_auction", "RoughAuction",
+           "RoughOptions", "PriceWar", "top_k", "best_two"]  # fmt: skip
 
 
 class PriceWar(CoreFailure):
