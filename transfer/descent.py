@@ -5,6 +5,7 @@ objective. :class:`transfer.matching.Matcher` builds the costs; this is the solv
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ class CoordinateDescent:
             return torch.stack([self._lsa(block) for block in a])
         t0 = time.perf_counter()
         a = a.detach().cpu()
-        if not torch.isfinite(a).all():
+        if not all(map(math.isfinite, map(float, torch.aminmax(a)))):  # NaN propagates: 2 ms, isfinite().all() 54
             raise FloatingPointError("cost matrix has NaN/inf entries: a pair holds non-finite values")
         m = a.numpy() if a.dtype in (torch.float32, torch.float64) else a.double().numpy()  # float32: no copy (lap)
         res = solve_lap_result(m, warm=warm, certify=self.certify)
