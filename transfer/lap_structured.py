@@ -1,35 +1,38 @@
-"""Certified assignment for matrices whose rows want the same few columns: a rough auction, then a core.
+"""Certified assignment for matrices whose rows want the same few columns: a core, its prices from
+the previous solve or from a rough auction.
 
 FGMT's gradient costs (mlp2, width 4096) have few distinct row-argmax columns (0.06 n), so every row
 fights for the same columns and exact dense solvers are slow on them (``docs/results/solvers.md``:
 scipy 15 s, lapx 18 s, our exact auction 0.6-1.8 s). An exact answer needs good column prices
 more than it needs exact bidding, so :func:`structured_solve` splits the work:
 
-1. **Rough prices.** A Jacobi auction (Bertsekas, epsilon scaling) on each row's ``k`` best columns
-   under the prices at the time, stopped at ``eps = rel_eps * span`` (1e-5, against 1e-9 for the
-   exact auction) and, in every phase, as soon as at most ``stop`` rows are still free: 93 % of the
-   exact auction's rounds were that tail, a few rows bidding per round in Python. Warm from a
-   previous solve's duals and assignment (``LapWarm``), unscaled: an auction only raises prices,
-   and the previous step's prices sit below this step's (the costs grow with the pairs summed).
-   The candidate lists are built in blocks of rows that stay in cache (a whole-matrix
-   ``argpartition`` allocates and faults in 256 MiB and cost 0.3-0.6 s).
-2. **Core.** Every list entry within ``theta * span`` of its row's best value under the final
-   prices (all of a row's list where the list may be stale), plus the auction's assignment with
-   its free rows given the free columns, so the core holds a perfect matching.
+1. **Prices.** From a previous solve of a similar matrix (``LapWarm``: the same group one step
+   earlier) its duals as they are: on the paper setting's FGMT costs every row's optimal column is
+   among its 22 best under the previous step's duals from the third step on (102 at the second),
+   so no auction is needed (:func:`warm_core_solve`; the auction runs only where that core fails).
+   Cold, a Jacobi auction (Bertsekas, epsilon scaling) on each row's ``k`` best columns under the
+   prices at the time, stopped at ``eps = rel_eps * span`` (1e-5, against 1e-9 for the exact
+   auction) and, in every phase, as soon as at most ``stop`` rows are still free: 93 % of the
+   exact auction's rounds were that tail, a few rows bidding per round in Python.
+2. **Core.** Warm: each row's ``warm_k`` best columns under the previous duals, plus the previous
+   assignment. Cold: every list entry within ``theta * span`` of its row's best value under the
+   final prices (all of a row's list where the list may be stale), plus the auction's assignment
+   with its free rows given the free columns. Either way the core holds a perfect matching.
 3. **Exact and certified** by :func:`transfer.lap_certified.certify_core`: lapx's sparse
-   Jonker-Volgenant solve on the core, duals by Bellman-Ford from the auction's prices, a check of
-   every dense entry (``a - u - v <= 2**-38 * span``), repair rounds where it fails.
+   Jonker-Volgenant solve on the core, duals by Bellman-Ford from the prices, a check of every
+   dense entry (``a - u - v <= 2**-38 * span``), repair rounds where it fails.
 
-Nothing here needs the auction to be exact or even eps-optimal: whatever it leaves, the answer is
+Nothing here needs the prices to be exact or even eps-optimal: whatever they are, the answer is
 the core's optimum and it is returned only with a certificate on the whole matrix. A price war
 (nearly identical rows) exceeds ``RoughOptions.bids_per_row`` bids per row and raises
 :class:`PriceWar` (a :class:`CoreFailure`); :func:`transfer.lap.solve_lap` then moves on (to the
 exact auction, or where every row wants one column straight to the certified core solve).
+Every pass over the dense matrix goes through torch in blocks of rows (both cores, each block in
+cache); the ones that only choose candidates run in float32.
 
-Measured on five consecutive mlp2-4096 FGMT costs solved in order, one thread (``bench/solvers.py
-warm``, ``docs/results/solvers.md``, "Consecutive FGMT solves"): 1.76 s of CPU for the five,
-every one certified in one round and equal to scipy's assignment, against 4.68 s for the warm
-exact auction (uncertified) and 7.0 s for the auction followed by certification.
+Measured on the five FGMT costs of the paper setting's run, solved in order as the engine does
+(``bench/solvers.py warm``, ``docs/results/solvers.md``): 0.6 s for the cold first solve, 0.45 s
+for the second, 0.1-0.25 s for each later one, every one certified and equal to scipy's assignment.
 """
 
 from __future__ import annotations
