@@ -195,13 +195,16 @@ def certify_core(
     bf_start: np.ndarray | None = None,
     repair_k: int = 8,
     max_rounds: int = 30,
+    max_candidates: int | None = None,
     ta: torch.Tensor | None = None,
 ) -> CertifiedSolution:
     """Steps 2-4 of the module docstring on the core ``lin`` (sorted ``i * n + j``, holding a
     perfect matching): solve it exactly, give it duals, check them on every dense entry, repair
     and repeat until no entry violates them. ``prices``: column prices to reduce the first sparse
     solve by; ``bf_start``: where the Bellman-Ford starts (default ``prices``; its answer is the
-    largest feasible ``v`` below it, so good prices give duals that few dense entries violate)."""
+    largest feasible ``v`` below it, so good prices give duals that few dense entries violate).
+    ``max_candidates``: give up (:class:`CoreFailure`) when the core grows beyond it (a start too
+    far from this matrix's optimum: the caller has a better way to find prices)."""
     n = a.shape[0]
     ta = torch.from_numpy(a) if ta is None else ta
     k_rep = min(repair_k, n)
@@ -222,6 +225,8 @@ def certify_core(
         if len(bad) > 2 * n or cert.rounds > 2:  # and the violating columns' best rows
             extra.append(_column_repair(ta, u, v, bad, k_rep))
         lin = sorted_union(lin, *extra)
+        if max_candidates is not None and len(lin) > max_candidates:
+            raise CoreFailure(f"the core grew to {len(lin)} entries (limit {max_candidates})")
     cert.gap_bound = n * max(0.0, worst)
     return CertifiedSolution(p, u, v, cert)
 

@@ -257,8 +257,11 @@ def warm_core_solve(a: np.ndarray, prices: np.ndarray, start: np.ndarray, span: 
     """The certified core solve from a previous solve of a similar matrix: each row's ``k`` best
     columns under its duals ``prices``, plus its assignment ``start``. On the paper setting's FGMT
     costs the optimal column of every row is within the 22 best under the previous step's duals
-    from the third step on (102 at the second), so one or two rounds certify it."""
+    from the third step on (102 at the second), so one or two rounds certify it. Gives up
+    (:class:`CoreFailure`) after ``max_rounds`` rounds or when the core has grown fourfold: the start
+    was too far from this matrix's optimum, and :func:`structured_solve` runs the rough auction."""
     n = a.shape[0]
     cand = best_columns(a, prices, k)
     lin = sorted_union((np.arange(n)[:, None] * n + cand).reshape(-1), np.arange(n) * n + np.asarray(start))
-    return certify_core(a, lin, np.asarray(prices, dtype=np.float64), span, repair_k=16, max_rounds=max_rounds)
+    return certify_core(a, lin, np.asarray(prices, dtype=np.float64), span, repair_k=16, max_rounds=max_rounds,
+                        max_candidates=4 * len(lin))  # fmt: skip

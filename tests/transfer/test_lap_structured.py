@@ -168,3 +168,49 @@ def test_row_lists_hold_each_rows_best_and_bound_the_rest():
         order = np.sort(red[i])[::-1]
         assert set(cand[i].tolist()) == set(np.argsort(-red[i])[:5].tolist())
         assert bound[i] == order[5]
+
+
+def _drifting(n, steps, rng):
+    """Matrices like FGMT's consecutive costs: each the one before plus a smaller new term."""
+    a = _popular(n, rng)
+    out = [a]
+    for _ in range(steps - 1):
+        a = a + 0.3 * _popular(n, rng)
+        out.append(a)
+    return out
+
+
+def test_warm_solves_from_the_previous_duals_are_scipys_and_certified(monkeypatch):
+    """Warm from the solve before, the core is each row's best columns under its duals (no auction:
+    it fails if called after the first solve): every answer is scipy's with a certificate on every
+    entry, through solve_lap_result's LapWarm."""
+    import transfer.lap_structured as ls
+
+    rng = np.random.default_rng(21)
+    warm = LapWarm()
+    for t, a in enumerate(_drifting(1024, 4, rng)):
+        if t == 1:
+            monkeypatch.setattr(ls, "rough_auction", lambda *a, **k: pytest.fail("the warm solve ran the auction"))
+        res = solve_lap_result(a.astype(np.float32), warm)
+        assert res.solver == "structured" and res.certificate.holds
+        assert (res.cols == _scipy(a.astype(np.float32).astype(np.float64))).all()
+        assert warm.prices is res.prices and (warm.cols == res.cols).all()
+
+
+def test_a_warm_start_from_another_matrix_still_gives_the_exact_answer():
+    """Prices and a start that belong to an unrelated matrix: the warm core gives up or repairs,
+    the answer is still scipy's and certified."""
+    rng = np.random.default_rng(22)
+    a = _popular(300, rng)
+    bad_prices, bad_start = 50.0 * rng.standard_normal(300), rng.permutation(300)
+    _assert_exact_and_certified(a, structured_solve(a, bad_prices, bad_start))
+
+
+def test_the_warm_core_gives_up_when_its_core_keeps_growing():
+    rng = np.random.default_rng(23)
+    a = _popular(300, rng)
+    span = float(a.max() - a.min())
+    from transfer.lap_structured import warm_core_solve
+
+    with pytest.raises(CoreFailure, match="rounds|grew"):
+        warm_core_solve(a, 50.0 * rng.standard_normal(300), rng.permutation(300), span, k=2, max_rounds=1)
