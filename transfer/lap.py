@@ -8,9 +8,10 @@ seconds on one core):
   0.6 / 1.0 / 1.7 s.
   So every matrix whose rows disagree on their best column goes to lapx when it is installed.
 * Gradient costs (FGMT on mlp2, width 4096: low rank, most rows prefer the same few columns):
-  scipy takes 14.6 s, lapx's fastest exact solver (``lapjvc``) 18.5 s, our exact auction 0.6-1.8 s
-  (warm / cold); :func:`transfer.lap_structured.structured_solve` (a rough auction, then an exact
-  sparse solve on a core with a dual certificate on every dense entry) 0.25-0.8 s, so it takes them.
+  scipy takes 14.6 s, lapx's fastest exact solver (``lapjvc``) 18.5 s, our exact auction 0.6-2.1 s
+  (warm / cold); :func:`transfer.lap_structured.structured_solve` (an exact sparse solve on a core
+  picked under the previous solve's duals, or a rough auction's prices when there is none, with a
+  dual certificate on every dense entry) 0.1-0.6 s, so it takes them (``bench/lap_sequences.py``).
 * What tells the two apart cheaply: the share of distinct row-argmax columns, 0.6 on the
   weight-matching matrices, 0.06 on the gradient ones (``_SPREAD``).
 * Without lapx (an optional dependency) scipy takes every matrix below ``AUCTION_MIN_SIZE`` and
