@@ -200,7 +200,9 @@ class TransferEngine:
         loop = Loop(cls(ctx), setting, out, outputs)
         try:
             record = loop.run(record, callback)
-        except BaseException:
+            store.close()  # the resume files' writer ends with the run (a failed write is raised here)
+        except BaseException as e:
+            store.abort(e)  # no write left pending; one that failed is noted on e
             outputs.abort()
             raise
         before, self._pending = self._pending, {}

@@ -104,7 +104,9 @@ class TimedGradients(SyncedGradients):
 
 
 class TimedStore(RunStore):
-    """A :class:`RunStore` whose resume files are timed by ``clock`` (the "state" phase)."""
+    """A :class:`RunStore` whose resume files are timed by ``clock`` (the "state" phase): what the loop
+    waits for, which is serialising a file (its write runs in the background) and the wait for pending
+    writes at a commit or a load, not the background writing itself."""
 
     def __init__(self, path: str | os.PathLike, clock: PhaseClock | None = None) -> None:
         super().__init__(path)
@@ -117,3 +119,7 @@ class TimedStore(RunStore):
     def commit(self, record: Mapping[str, Any]) -> None:
         with self.clock("state"):
             super().commit(record)
+
+    def flush(self) -> None:
+        with self.clock("state"):
+            super().flush()

@@ -6,14 +6,21 @@ FGMT's gradient pair, and the re-estimated BatchNorm statistics) go to safetenso
 only index: a rerun continues after the last step it records, and files of a step it does not record
 are simply written again.
 
+The tensor files are written by one background thread (:class:`_Writes`): their fsync is most of the
+cost, and the step's evaluation can run meanwhile. The order on disk is kept: :meth:`RunStore.commit`
+waits for every pending file before it replaces ``state.json``, a load waits before it reads, and a
+failed write is raised in the caller's thread at the next save, commit, load or :meth:`RunStore.close`.
+
 :class:`MemoryStore` is the same interface for a transfer without an output folder: it keeps the
 permutations and BatchNorm statistics in memory and persists nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,8 @@ from transfer.lap import LapWarm
 from transfer.records import OLD_RESULTS, RunRecord, TransferError, check_format, read_json
 
 __all__ = ["RunStore", "MemoryStore", "StoreError"]
+
+log = logging.getLogger("transfer.store")
 
 
 class StoreError(TransferError):
@@ -75,6 +84,15 @@ class MemoryStore:
         self._perms.clear()
         self._bn.clear()
 
+    def flush(self) -> None:
+        """Nothing is written in the background here."""
+
+    def close(self) -> None:
+        pass
+
+    def abort(self, cause: BaseException) -> None:
+        """Nothing is pending here."""
+
     def prime(self, perms: Mapping[int, Permutation]) -> None:
         """Take the permutations of finished steps (received from rank 0 on resume)."""
         self._perms.update(perms)
@@ -86,6 +104,7 @@ class RunStore(MemoryStore):
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
         self.folder = Path(folder)
+        self._writes = _Writes()
 
     # ---- the index --------------------------------------------------------------------
     def load_record(self, setting: Mapping[str, Any]) -> RunRecord | None:
@@ -108,16 +127,38 @@ class RunStore(MemoryStore):
         return RunRecord.from_json(data, T if isinstance(T, int) else -1, f"the transfer state {path}", redo)
 
     def commit(self, record: RunRecord) -> None:
+        """Replace ``state.json`` once every file it may name is durable (never a step whose files are not)."""
+        self.flush()
         atomic_write_json(self.folder / "state.json", record.to_json())
+
+    def flush(self) -> None:
+        """Wait for the pending file writes; raises the first that failed."""
+        self._writes.wait()
+
+    def close(self) -> None:
+        """Wait for the pending file writes and stop the writer thread (the end of the store's run);
+        raises the first write that failed. The store may still be used: a later save starts a new thread."""
+        self._writes.close()
+
+    def abort(self, cause: BaseException) -> None:
+        """:meth:`close` while ``cause`` is being raised: a failed write is logged and noted on ``cause``
+        rather than raised over it (the failure being handled stays the one the caller sees)."""
+        try:
+            self._writes.close()
+        except Exception as e:  # noqa: BLE001 - reported on the exception in flight, never dropped
+            log.error("%s", "; ".join([str(e), *getattr(e, "__notes__", [])]))
+            cause.add_note(f"also: {e!r} ({'; '.join(getattr(e, '__notes__', []))})")
 
     # ---- tensors ----------------------------------------------------------------------
     def _file(self, kind: str, t: int) -> Path:
         return self.folder / f"{kind}_{t:04d}.safetensors"
 
     def _save(self, kind: str, t: int, tensors: Mapping[str, torch.Tensor]) -> None:
-        atomic_write_bytes(self._file(kind, t), save({k: v.contiguous() for k, v in tensors.items()}))
+        """Serialise here (the bytes are fixed before the caller can change a tensor), write in the background."""
+        self._writes.submit(self._file(kind, t), save({k: v.contiguous() for k, v in tensors.items()}))
 
     def _load(self, kind: str, t: int) -> State | None:
+        self.flush()  # read after write: a file of this process is read once it is complete
         path = self._file(kind, t)
         if not path.exists():
             return None
@@ -180,8 +221,70 @@ class RunStore(MemoryStore):
         return {name: w for name, w in warm.items() if w.cols is not None and w.prices is not None}
 
     def discard(self) -> None:
-        """Remove the folder (a deterministic failure: a rerun would fail the same way)."""
+        """Remove the folder (a deterministic failure: a rerun would fail the same way), once no write is
+        pending (else one could recreate it). A failed write is kept for the next flush or close: the failure
+        being handled is the one to raise first."""
+        self._writes.settle()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _Writes:
+    """Files written in order by one background thread, and the first failure among them.
+
+    A failure is kept until the caller's thread asks (:meth:`submit`, :meth:`wait`, :meth:`close`), then
+    raised there once, as the exception the write raised (an ``OSError`` stays one) with a note naming the
+    file. The thread is not a daemon: even without :meth:`close`, the interpreter waits for it at exit.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[Path, Future]] = []
+        self._failed: tuple[Path, BaseException] | None = None
+
+    def submit(self, path: Path, data: bytes) -> None:
+        """Queue ``data`` for ``path``; first raises a write that has already failed."""
+        self._collect(done_only=True)
+        self._raise()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resume-files")
+        self._pending.append((path, self._pool.submit(atomic_write_bytes, path, data)))
+
+    def settle(self) -> None:
+        """Wait for every pending write, keeping (not raising) a failure."""
+        self._collect(done_only=False)
+
+    def wait(self) -> None:
+        """Wait for every pending write; raises the first that failed."""
+        self.settle()
+        self._raise()
+
+    def close(self) -> None:
+        """:meth:`wait`, then stop the thread (even when a write failed)."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def _collect(self, done_only: bool) -> None:
+        """Drop the finished writes (all of them, waiting, unless ``done_only``), keeping the first failure."""
+        keep = []
+        for path, future in self._pending:
+            if done_only and not future.done():
+                keep.append((path, future))
+                continue
+            error = future.exception()
+            if error is not None and self._failed is None:
+                self._failed = (path, error)
+        self._pending = keep
+
+    def _raise(self) -> None:
+        if self._failed is None:
+            return
+        (path, error), self._failed = self._failed, None
+        error.add_note(f"raised while writing the resume file {path} in the background; its step was not committed")
+        raise error
 
 
 def _strip(pair: Mapping[str, torch.Tensor], prefix: str) -> State:
