@@ -183,7 +183,7 @@ def certified_solve(
     rows, cols, _ = _top_both(red, k)
     del red
     lin = np.unique(np.concatenate([rows * n + cols, np.arange(n) * n + start]))
-    return certify_core(a, lin, v, span, bf_start=np.zeros(n), repair_k=repair_k, max_rounds=max_rounds, ta=ta)
+    return certify_core(a, lin, v, span, bf_start=np.zeros(n), repair_k=repair_k, max_rounds=max_rounds)
 
 
 def certify_core(
@@ -196,7 +196,6 @@ def certify_core(
     repair_k: int = 8,
     max_rounds: int = 30,
     max_candidates: int | None = None,
-    ta: torch.Tensor | None = None,
 ) -> CertifiedSolution:
     """Steps 2-4 of the module docstring on the core ``lin`` (sorted ``i * n + j``, holding a
     perfect matching): solve it exactly, give it duals, check them on every dense entry, repair
@@ -206,7 +205,7 @@ def certify_core(
     ``max_candidates``: give up (:class:`CoreFailure`) when the core grows beyond it (a start too
     far from this matrix's optimum: the caller has a better way to find prices)."""
     n = a.shape[0]
-    ta = torch.from_numpy(a) if ta is None else ta
+    ta = torch.from_numpy(a)  # shares a's memory
     k_rep = min(repair_k, n)
     d0 = np.asarray(prices if bf_start is None else bf_start, dtype=np.float64)
     cert, delta, tol, v = Certificate(), DELTA * span, TOL * span, np.asarray(prices, dtype=np.float64)
