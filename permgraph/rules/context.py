@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from permgraph.axisgraph import AxisGraph, Layout, LayoutMismatch
 
@@ -254,8 +253,12 @@ def concrete_size(s: Any) -> int:
     length under 2, so no permutation is claimed along an axis of unknown length."""
     try:
         return int(s)
-    except GuardOnDataDependentSymNode:
-        return 0
+    except Exception as e:  # the class is imported only here: symbolic_shapes pulls in sympy (0.4 s at import)
+        from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+        if isinstance(e, GuardOnDataDependentSymNode):
+            return 0
+        raise
 
 
 def dim_index(d: int, ndim: int) -> int:
