@@ -106,3 +106,27 @@ def test_an_internal_error_is_one_line_with_exit_3_and_the_traceback_under_debug
     assert "internal error: RuntimeError: a bug (run again with --debug" in one_line(capsys)
     assert transfer(["--debug", *transfer_args(work, work / "out")]) == 3
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_console_entry_points_keep_exit_codes_and_output_with_the_fast_exit():
+    """The installed commands run ``console`` (main, then ``leave``: output flushed, gc frozen): the
+    exit code and the last line of output must be main's, and ``leave`` must leave the collector off
+    only in that process (checked in a child: the test process keeps its collector)."""
+    import gc
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    scripts = (root / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
+    targets = [line.split("=")[1].strip() for line in scripts.strip().splitlines()]
+    assert len(targets) == 3 and all(t.endswith(':console"') for t in targets)
+    code = "from zoo.cli.common import leave; import gc; print('x' * 70000, end=''); r = leave(2); print(gc.isenabled(), r)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.endswith("False 2\n") and out.stdout.count("x") == 70000
+    cmd = [sys.executable, "-m", "zoo.cli.transfer", "run", "--source", str(root / "no-such-run"), "--target-init", "1",
+           "--T", "2", "--method", "fgmt", "--out", str(root / "no-such-out")]  # fmt: skip
+    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "does not exist" in bad.stderr
+    assert not (root / "no-such-out").exists()
+    assert gc.isenabled()

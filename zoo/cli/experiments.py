@@ -13,7 +13,7 @@ import time
 import torch
 
 from transfer.distributed import default_device
-from zoo.cli.common import add_common_flags, run_command
+from zoo.cli.common import add_common_flags, leave, run_command
 from zoo.errors import ZooError
 from zoo.experiments.kit.base import experiments
 from zoo.experiments.kit.runner import run_experiment
@@ -94,5 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("experiments", _run, args, resume_hint="; run the same command again to reuse what finished")
 
 
+def console() -> None:
+    """The installed command: :func:`main`, then a fast exit (:func:`zoo.cli.common.leave`)."""
+    sys.exit(leave(main()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

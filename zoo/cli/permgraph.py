@@ -30,7 +30,7 @@ from permgraph.handspec import HandSpec, SpecFormatError, read_hand_spec
 from permgraph.spec import PermSpec
 from transfer import inputs
 from transfer.files import atomic_write_bytes, temporary_path
-from zoo.cli.common import add_common_flags, run_command, share_common_flags
+from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags
 from zoo.errors import ZooError
 
 __all__ = ["main", "parse_input"]
@@ -268,5 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("permgraph", args.fn, args)
 
 
+def console() -> None:
+    """The installed command: :func:`main`, then a fast exit (:func:`zoo.cli.common.leave`)."""
+    sys.exit(leave(main()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -26,7 +26,7 @@ from transfer.distributed import default_device
 from transfer.methods import get_method, method_names
 from transfer.options import TransferOptions
 from transfer.schedules import SCHEDULES
-from zoo.cli.common import add_common_flags, run_command, share_common_flags
+from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags
 from zoo.cli.merge import add_merge_parser, run_merge
 from zoo.cli.spec_flags import add_input_flag, add_output_flag, outputs_of
 from zoo.cli.zoo import add_recipe_flags, recipe_from
@@ -339,5 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("transfer", command, args, resume_hint=hint)
 
 
+def console() -> None:
+    """The installed command: :func:`main`, then a fast exit (:func:`zoo.cli.common.leave`)."""
+    sys.exit(leave(main()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

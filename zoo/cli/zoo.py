@@ -17,7 +17,7 @@ import inspect
 import sys
 
 from transfer.distributed import default_device
-from zoo.cli.common import add_common_flags, run_command, share_common_flags
+from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags
 
 __all__ = ["main", "build_parser"]
 
@@ -170,5 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("zoo", command, args, resume_hint=hint)
 
 
+def console() -> None:
+    """The installed command: :func:`main`, then a fast exit (:func:`zoo.cli.common.leave`)."""
+    sys.exit(leave(main()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
