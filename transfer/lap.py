@@ -197,9 +197,7 @@ def solve_lap_result(a: np.ndarray, warm: LapWarm | None = None, certify: bool =
 
 def _dispatch(a: np.ndarray, warm: LapWarm | None) -> LapResult:
     n = a.shape[0]
-    spread = len(np.unique(a.argmax(axis=1)))
-    if a.dtype != np.float64 and not (n >= AUCTION_MIN_SIZE and spread < _SPREAD * n):
-        a = a.astype(np.float64)  # only the structured solve takes float32 as it is
+    spread = len(np.unique(a.argmax(axis=1)))  # lapx_lap and scipy_lap take float64 copies themselves
     if HAVE_LAPX and spread >= _SPREAD * n:
         return LapResult(lapx_lap(a), None, "lapx")
     if n >= AUCTION_MIN_SIZE:
@@ -213,7 +211,7 @@ def _dispatch(a: np.ndarray, warm: LapWarm | None) -> LapResult:
             starts = [] if spread < 0.01 * n else starts
         except CoreFailure as e:
             log.debug("structured solve failed at n=%d: %s", n, e)
-        a = a.astype(np.float64, copy=False)
+        a = a.astype(np.float64, copy=False)  # the auction computes in its matrix's dtype
         for start in starts:
             try:
                 cols, prices = auction_solve(a, start)
