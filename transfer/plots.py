@@ -4,6 +4,10 @@ Validation accuracy and loss of the transferred parameters per step t, one line 
 method registry's styles (:func:`transfer.methods.plot_style`), so GMT, FGMT, Naive and Oracle look
 the same here as in every experiment's figure. Drawn from ``results.json`` alone (never inside the
 engine's loop): ``plot_results(load_results(out), out / "transfer.png")`` redraws it any time.
+
+The figure is a bare :class:`matplotlib.figure.Figure` on an Agg canvas, never pyplot's: drawing
+it switches no backend and registers nothing in pyplot's figure list, so a notebook's backend and
+figures are left as they were (and pyplot's import is skipped).
 """
 
 from __future__ import annotations
@@ -31,12 +35,9 @@ def _steps(entry: Mapping[str, Any]) -> list[int]:
 def plot_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Draw ``results`` (a ``results.json``: its ``setting`` and ``methods``) to ``path`` (PNG,
     written atomically; its metadata says ``Software: permgraph``)."""
-    import matplotlib.pyplot as plt
-
     fig = results_figure(results)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, metadata={"Software": "permgraph"})
-    plt.close(fig)
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
     return path
@@ -44,13 +45,13 @@ def plot_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 def results_figure(results: Mapping[str, Any]):
     """The figure of :func:`plot_results`: accuracy (left) and loss (right) per t, a line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     setting = results.get("setting", {})
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    FigureCanvasAgg(fig)  # the figure's canvas: Agg, whatever backend pyplot uses
+    acc_ax, loss_ax = fig.subplots(1, 2)
     for method, entry in results["methods"].items():
         style = dict(plot_style(method))
         fmt = style.pop("fmt")

@@ -5,6 +5,9 @@ format, and replaces only a file it wrote."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib.colors as mcolors
 import pytest
@@ -14,6 +17,8 @@ from transfer.methods import label, plot_style
 from transfer.plots import results_figure
 from zoo.cli.permgraph import main as permgraph_cli
 from zoo.cli.transfer import main as transfer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_transfer_run_draws_every_method_of_results_json_in_the_registry_styles(work):
@@ -34,6 +39,22 @@ def test_transfer_run_draws_every_method_of_results_json_in_the_registry_styles(
             if "color" in style:
                 assert mcolors.same_color(line.get_color(), style["color"])
     assert "accuracy" in acc.get_ylabel() and "loss" in loss.get_ylabel()
+
+
+def test_drawing_the_figure_leaves_a_notebooks_backend_and_figures_alone(tmp_path):
+    """``plot_results`` from a session with its own backend and an open pyplot figure (a notebook):
+    the backend stays, the figure list is the user's, and the PNG is written all the same."""
+    results = {"setting": {"model": "m", "data": "d", "T": 2},
+               "methods": {"fgmt": {"val_acc": [0.1, 0.5, 0.9], "val_loss": [2.0, 1.0, 0.5]}}}  # fmt: skip
+    code = (
+        "import json, sys, matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; plt.figure(); "
+        "from transfer.plots import plot_results; "
+        f"plot_results(json.loads({json.dumps(results)!r}), {str(tmp_path / 'f.png')!r}); "
+        "print(matplotlib.get_backend(), plt.get_fignums())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["svg", "[1]"]
+    assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_later_method_is_added_to_the_figure(work):
