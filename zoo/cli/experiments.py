@@ -7,7 +7,6 @@ status 2, before anything trains.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def console() -> None:
     """The installed command: :func:`main`, then a fast exit (:func:`zoo.cli.common.leave`)."""
-    sys.exit(leave(main()))
+    leave(main())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ architectures, bad arguments) print one line and exit with 2.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -341,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def console() -> None:
     """The installed command: :func:`main`, then a fast exit (:func:`zoo.cli.common.leave`)."""
-    sys.exit(leave(main()))
+    leave(main())
 
 
 if __name__ == "__main__":

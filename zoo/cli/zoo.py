@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def console() -> None:
     """The installed command: :func:`main`, then a fast exit (:func:`zoo.cli.common.leave`)."""
-    sys.exit(leave(main()))
+    leave(main())
 
 
 if __name__ == "__main__":
