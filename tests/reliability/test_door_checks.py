@@ -156,6 +156,17 @@ def net():
 
 def splits():
     raise ValueError("no such file: my_data.npz")
+
+
+def tensor_splits():  # the usual mistake: each split as its tensors, not as a dataset of samples
+    import torch
+
+    x, y = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
+    return (x[:32], y[:32]), (x[32:], y[32:])
+
+
+def no_datasets():
+    return 3, 4
 '''
 
 
@@ -181,6 +192,16 @@ def test_a_users_dataset_factory_that_raises_is_bad_input_naming_it(broken_code,
     err = one_line(capsys)
     assert "broken_user_rel.splits" in err and "ValueError: no such file: my_data.npz" in err
     assert not (work / "out").exists()
+
+
+@pytest.mark.parametrize("factory, says", [("tensor_splits", "TensorDataset(x, y)"), ("no_datasets", "not a dataset")])
+def test_splits_that_are_not_datasets_are_bad_input_saying_what_to_return(broken_code, tmp_path, capsys, factory, says):
+    argv = ["train", "--model", "mlp2", "--data", f"broken_user_rel:{factory}", "--epochs", "1", "--lr", "0.1",
+            "--seed", "0", "--out", str(tmp_path / "r"), "--no-progress"]  # fmt: skip
+    assert zoo(argv) == 2
+    err = one_line(capsys)
+    assert "train split" in err and says in err
+    assert not (tmp_path / "r").exists()
 
 
 # ------------------------------------------------------------------------------- -v anywhere

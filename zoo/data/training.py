@@ -41,13 +41,27 @@ def open_data(
     else:
         name = type(data[0]).__name__ if isinstance(data, (tuple, list)) and data else ""
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        train_ds, val_ds = data
+        train_ds, val_ds = (_dataset(split, which) for split, which in zip(data, ("train", "val")))
         if subset is not None:
             train_ds = torch.utils.data.Subset(train_ds, range(min(subset, len(train_ds))))
         return DatasetData(name, train_ds, val_ds, num_workers=num_workers)
     if not isinstance(data, (DataSplits, DatasetData)):
         raise ZooError(f"data must be a dataset name, DataSplits or (train_dataset, val_dataset); got {type(data).__name__}")
     return data
+
+
+def _dataset(split: Any, which: str) -> Any:
+    """``split`` if it can be a map-style dataset; a clear error for the usual mistake, a split
+    given as its tensors ``(x, y)`` (a dataset of two samples, each a whole tensor)."""
+    if isinstance(split, (tuple, list)) and 2 <= len(split) <= 3 and all(isinstance(t, torch.Tensor) for t in split):
+        lengths = {len(t) if t.dim() else 0 for t in split}
+        if len(lengths) == 1 and lengths.pop() > len(split):
+            raise ZooError(f"the {which} split is a {type(split).__name__} of {len(split)} tensors, not a dataset of "
+                           "samples; return torch.utils.data.TensorDataset(x, y) for it")  # fmt: skip
+    if not (hasattr(split, "__len__") and hasattr(split, "__getitem__")):
+        raise ZooError(f"the {which} split is a {type(split).__name__}, not a dataset with len() and indexing "
+                       "(a torch.utils.data.Dataset, a Hugging Face datasets.Dataset or a list of samples)")  # fmt: skip
+    return split
 
 
 def train_size(data: Data) -> int:
