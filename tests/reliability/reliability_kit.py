@@ -53,6 +53,8 @@ def tree_hash(folder: Path) -> dict[str, str]:
 
 
 def transfer_args(work: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", "--method", "fgmt", "--source", str(work / "s1"), "--target-init", str(work / "s2"),
+    """``transfer run`` on the kit's runs; FGMT unless ``extra`` names ``--method`` (which adds up)."""
+    method = [] if "--method" in extra else ["--method", "fgmt"]
+    return ["run", *method, "--source", str(work / "s1"), "--target-init", str(work / "s2"),
             "--T", "2", "--grad-batches", "2", "--batch-size", "32", "--out", str(out), "--no-progress",
             *extra]  # fmt: skip

@@ -61,6 +61,14 @@ def test_user_errors_exit_2_with_one_line(runs, tmp_path, capsys):
     assert e.value.code == 2
 
 
+def test_method_given_twice_runs_each_once_in_order(runs, tmp_path):
+    out = tmp_path / "twice"
+    common = ["--source", str(runs / "s1"), "--target-init", str(runs / "s2"), "--T", "1", "--out", str(out),
+              "--grad-batches", "2", "--batch-size", "32", "--no-progress"]  # fmt: skip
+    assert main(["run", "--method", "naive", "--method", "fgmt,naive", *common]) == 0
+    assert list(json.loads((out / "results.json").read_text())["methods"]) == ["naive", "fgmt"]
+
+
 def test_each_step_is_logged_for_verbose(runs, tmp_path, caplog):
     common = ["--source", str(runs / "s1"), "--target-init", str(runs / "s2"), "--T", "2", "--out", str(tmp_path / "v"),
               "--grad-batches", "2", "--batch-size", "32", "--no-progress", "--method", "naive"]  # fmt: skip

@@ -58,7 +58,8 @@ def _methods(text: str) -> list[str]:
 
 
 def _method_help() -> str:
-    return "; ".join(f"{n}: {get_method(n).summary}" for n in method_names()) + " (comma-separated ok)"
+    several = " (several: comma-separated or --method again; each runs once, in order)"
+    return "; ".join(f"{n}: {get_method(n).summary}" for n in method_names()) + several
 
 
 def _add_model_flag(p: argparse.ArgumentParser) -> None:
@@ -109,7 +110,7 @@ def _add_gradient_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="transfer a source trajectory onto a target init")
-    r.add_argument("--method", type=_methods, required=True, help=_method_help())
+    r.add_argument("--method", type=_methods, action="extend", required=True, help=_method_help())
     r.add_argument("--source", required=True, help="source trajectory folder (zoo train --out)")
     _add_model_flag(r)
     r.add_argument("--target-init", required=True, type=_target_init, help="run folder (its init) or int seed")
@@ -229,7 +230,8 @@ def _run(args: argparse.Namespace) -> int:
     if startup is not None:
         engine.note_phase("startup", startup)
     with transfer_output(out) as folder:  # the one claim of the command; results.json read once, here
-        rows = [(m, engine.run(m, src, target_init, target=args.target, out=folder)) for m in args.method]
+        methods = list(dict.fromkeys(args.method))  # --method a,b --method b: a then b, once each
+        rows = [(m, engine.run(m, src, target_init, target=args.target, out=folder)) for m in methods]
         if dist.is_main() and folder.results is not None:  # every method, those of earlier commands too
             plot_results(folder.results.to_json(), folder.path / PLOT)
     if dist.is_main():
