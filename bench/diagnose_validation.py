@@ -72,11 +72,11 @@ def _fig5a(ctx: Context) -> Iterator[Row]:
 
 
 def _gap(ctx: Context) -> Iterator[Row]:
-    from zoo.experiments.gap import _variants, variant_model
+    from zoo.experiments.gap import variant_model, variants
 
     cfg, page = load_config("fig5a_gap"), json.loads((RESULTS / "fig5a_gap.json").read_text())
     recorded = {r["name"]: r for r in page["variants"]}
-    for name, v in _variants(cfg).items():
+    for name, v in variants(cfg).items():
         if name not in recorded:
             continue
         model = variant_model(int(v["width"]), float(v.get("init_scale", 1.0)))

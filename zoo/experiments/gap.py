@@ -25,7 +25,7 @@ from zoo.experiments.kit.reference import OFFICIAL_FIG5A, PAPER_FIG5A
 from zoo.experiments.kit.report import md_table, num, pct, pyplot
 from zoo.experiments.kit.setting import Setting, open_pair
 
-__all__ = ["Fig5aGap", "variant_model", "distance_to_paper"]
+__all__ = ["Fig5aGap", "variant_model", "variants", "distance_to_paper"]
 
 PAPER_METHODS = ("naive", "fgmt", "oracle")  # the three methods the paper's Fig. 5a gives values for
 VARIANT_KEYS = ("width", "init_scale", "train", "transfer")
@@ -43,7 +43,7 @@ def variant_model(width: int, init_scale: float) -> str:
     return f"zoo:mlp2?width={width}&init_scale={init_scale}"
 
 
-def _variants(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def variants(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Row name -> ``[base]`` merged with what the variant changes (and that change, for the page)."""
     out = {}
     for var in cfg["variants"]:
@@ -71,17 +71,17 @@ class Fig5aGap(Experiment):
         check_keys(cfg["base"], VARIANT_KEYS, f"{where} [base]", required=("width", "train", "transfer"))
         for var in cfg["variants"]:
             check_keys(var, VARIANT_KEYS, f"{where} [[variants]] {var.get('name')!r}", required=("name",))
-        for name, v in _variants(cfg).items():
+        for name, v in variants(cfg).items():
             check_recipe(v["train"], f"{where} [[variants]] {name!r} train")
             check_transfer(v["transfer"], f"{where} [[variants]] {name!r} transfer")
 
     def row_names(self, cfg: Mapping[str, Any]) -> list[str]:
-        return list(_variants(cfg))
+        return list(variants(cfg))
 
     def compute(self, ctx: Context) -> dict[str, Any]:
         cfg = ctx.config
         rows = []
-        for name, v in _variants(cfg).items():
+        for name, v in variants(cfg).items():
             if name not in ctx.selected([name]):
                 continue
             model = variant_model(int(v["width"]), float(v.get("init_scale", 1.0)))
