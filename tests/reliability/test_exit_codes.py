@@ -165,3 +165,43 @@ def test_leave_exits_with_the_code_after_the_output_and_the_atexit_handlers(tmp_
     assert (tmp_path / "atexit").read_text() == "ran"
     assert ("teardown ran" in done.stdout) == (case != "plain")
     assert (tmp_path / "thread").exists() == (case == "thread")
+
+
+def test_progress_bars_only_on_a_terminal_so_a_log_file_gets_no_carriage_returns(tmp_path):
+    """``transfer run`` without ``--no-progress``: a bar on a terminal (a pseudo-terminal here), none
+    into a pipe or a file, where every update would be a carriage return."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    record_run(tmp_path / "s1", 0)
+    record_run(tmp_path / "s2", 1)
+    args = [a for a in transfer_args(tmp_path, tmp_path / "o", "--method", "naive") if a != "--no-progress"]
+    cmd = [sys.executable, "-m", "zoo.cli.transfer", *args]
+    piped = subprocess.run(cmd, capture_output=True, cwd=root)  # bytes: text mode would turn "\r" into "\n"
+    assert piped.returncode == 0 and b"\r" not in piped.stderr and b"naive" in piped.stdout
+    assert b"it/s" not in piped.stderr
+    lead, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a new pty is 0 columns wide
+    args[args.index("--out") + 1] = str(tmp_path / "tty")
+    child = subprocess.Popen([sys.executable, "-m", "zoo.cli.transfer", *args], stdout=subprocess.DEVNULL,
+                             stderr=follower, cwd=root)  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:  # read while it runs (a full terminal buffer would block it); EIO once it has closed its end
+        try:
+            chunk = os.read(lead, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(lead)
+    seen = b"".join(chunks).decode(errors="replace")
+    assert child.wait() == 0 and "\r" in seen and "naive" in seen

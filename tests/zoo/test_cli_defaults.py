@@ -12,8 +12,9 @@ from transfer.options import TransferOptions
 from transfer.schedules import SCHEDULES, Schedule
 from zoo.cli import transfer as cli
 
-# how a flag differs from the option on purpose: the device is resolved ("auto") by the command line
-RESOLVED_BY_THE_COMMAND_LINE = {"device"}
+# how a flag differs from the option on purpose: the device is resolved ("auto") by the command line, and
+# progress bars are drawn only where stderr is a terminal (zoo.cli.common.show_progress; not under pytest)
+RESOLVED_BY_THE_COMMAND_LINE = {"device", "progress"}
 
 
 def test_a_bare_transfer_run_takes_every_default_from_the_options():

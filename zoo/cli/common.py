@@ -31,7 +31,7 @@ from zoo.errors import ZooError
 
 __all__ = [
     "USER_ERRORS", "run_command", "add_common_flags", "share_common_flags",
-    "OK", "FAILED", "BAD_INPUT", "INTERNAL", "INTERRUPTED", "leave",
+    "OK", "FAILED", "BAD_INPUT", "INTERNAL", "INTERRUPTED", "leave", "show_progress",
 ]  # fmt: skip
 
 OK, FAILED, BAD_INPUT, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 130
@@ -104,6 +104,13 @@ def run_command(prog: str, fn: Callable[[argparse.Namespace], int], args: argpar
         hint = "" if debug else " (run again with --debug for the traceback)"
         print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)}{hint}", file=sys.stderr)
         return INTERNAL
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars where a person watches: stderr a terminal and no ``--no-progress``. Into a log
+    file or a pipe a bar writes a carriage return per update, so ``nohup cmd > log 2>&1`` gets none
+    (``-v`` logs one line per step there instead)."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
 def leave(code: int) -> NoReturn:

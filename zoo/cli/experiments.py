@@ -12,7 +12,7 @@ import time
 import torch
 
 from transfer.distributed import default_device
-from zoo.cli.common import add_common_flags, leave, run_command
+from zoo.cli.common import add_common_flags, leave, run_command, show_progress
 from zoo.errors import ZooError
 from zoo.experiments.kit.base import experiments
 from zoo.experiments.kit.runner import run_experiment
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     run_experiment(
         args.name, config=args.config, tiny=args.tiny, runs=args.runs, docs=args.docs,
-        progress=not args.no_progress, overrides=overrides, device=default_device(args.device),
+        progress=show_progress(args), overrides=overrides, device=default_device(args.device),
     )  # fmt: skip
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0

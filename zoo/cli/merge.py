@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from transfer.results import TransferError
+from zoo.cli.common import show_progress
 from zoo.cli.spec_flags import add_input_flag, add_output_flag, outputs_of
 
 __all__ = ["add_merge_parser", "run_merge"]
@@ -237,7 +238,7 @@ def _aligned(args: argparse.Namespace, setup: dict[str, Any], progress: _Progres
         timings["align"] = time.perf_counter() - t0
         return res.aligned
     out = [states[0]]
-    for s in tqdm(sources[1:], desc=f"align ({args.align})", unit="model", disable=args.no_progress, leave=False):
+    for s in tqdm(sources[1:], desc=f"align ({args.align})", unit="model", disable=not show_progress(args), leave=False):
         perm = progress.perm(s.label)
         if perm is None:
             al = _user_errors(align_models, model, spec, states[0], s.state, method=args.align,
@@ -279,7 +280,7 @@ def _curves(args: argparse.Namespace, setup: dict[str, Any], aligned: list[dict]
     t1 = time.perf_counter()
     for name, (start, end), transform in plans:
         curve = evaluate_path(model, start, end, val, lambdas=args.lambdas, transform=transform,
-                              points=progress.points(name), progress=not args.no_progress)  # fmt: skip
+                              points=progress.points(name), progress=show_progress(args))  # fmt: skip
         curves[name] = curve
     timings["curves"] = time.perf_counter() - t1
     return curves

@@ -25,7 +25,7 @@ from transfer.distributed import default_device
 from transfer.methods import get_method, method_names
 from transfer.options import TransferOptions
 from transfer.schedules import SCHEDULES
-from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags
+from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags, show_progress
 from zoo.cli.merge import add_merge_parser, run_merge
 from zoo.cli.spec_flags import add_input_flag, add_output_flag, outputs_of
 from zoo.cli.zoo import add_recipe_flags, recipe_from
@@ -191,7 +191,7 @@ def _options(args: argparse.Namespace):
     return TransferOptions(
         T=args.T, schedule=args.schedule, linear=args.linear, grad_batches=args.grad_batches,
         batch_size=args.batch_size, bn_batches=args.bn_batches, seed=args.seed, restarts=args.restarts,
-        progress=not args.no_progress, device=default_device(args.device), allow_incomplete=args.allow_incomplete,
+        progress=show_progress(args), device=default_device(args.device), allow_incomplete=args.allow_incomplete,
         amp=args.amp, num_workers=args.num_workers, fgmt_decay=args.fgmt_decay, fgmt_refresh=args.fgmt_refresh,
         write_trajectory=not args.no_trajectory, outputs=outputs_of(args),
     )  # fmt: skip
@@ -255,7 +255,7 @@ def _finetune(args: argparse.Namespace) -> int:
     data = _data_for(args, "") if args.data else None  # None: the name results.json records (built-ins only)
     if args.subset is not None:  # the first N training samples, as zoo train --subset
         data = finetune_data(args.src, data, subset=args.subset)
-    control = TrainControl(device=default_device(args.device), progress=not args.no_progress, trust_code=bool(args.model))
+    control = TrainControl(device=default_device(args.device), progress=show_progress(args), trust_code=bool(args.model))
     traj = finetune(args.src, recipe_from(args), method=args.method, seed=args.seed, data=data, dest=args.out,
                     control=control, model=args.model)  # fmt: skip
     accs = " ".join(f"{100 * a:5.1f}" for a in traj.metrics("val_acc"))
@@ -318,7 +318,7 @@ def _match(args: argparse.Namespace) -> int:
     res = align(run_a, args.b, model=model, spec=spec, seed=args.seed, restarts=args.restarts, model_name=named)
     res["spec_seconds"] = spec_seconds  # results.json's timings: the inference happened here, not in align
     out = args.out or str(Path("runs") / "match" / f"{Path(args.a).name}_to_{Path(args.b).name}")
-    summary = write_match(out, res, model=model_id, progress=not args.no_progress)
+    summary = write_match(out, res, model=model_id, progress=show_progress(args))
     print(f"weight matching {args.b} onto {args.a}: {len(res['perm'])} groups, {res['lsa_calls']} LSA calls, "
           f"{res['seconds']:.2f} s   -> {out}/results.json")  # fmt: skip
     print(f"  objective <A, pi B>      {summary['objective_before']:.6g} -> {summary['objective_after']:.6g}")

@@ -17,7 +17,7 @@ import inspect
 import sys
 
 from transfer.distributed import default_device
-from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags
+from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags, show_progress
 
 __all__ = ["main", "build_parser"]
 
@@ -113,7 +113,7 @@ def _train(args: argparse.Namespace) -> int:
     recipe = recipe_from(args, args.checkpoint_every)
     data = open_data(args.data, root=args.data_root, subset=args.subset, num_workers=args.num_workers)  # typed: trusted
     device = default_device(args.device)
-    control = TrainControl(device=device, progress=not args.no_progress, trust_code=True)  # --model is typed
+    control = TrainControl(device=device, progress=show_progress(args), trust_code=True)  # --model is typed
     traj = train(_model_id(args), data, recipe, seed=args.seed, out=args.out, control=control)
     print(f"trajectory {traj.path}: model {traj.model}, {len(traj)} checkpoints, complete={traj.complete}")
     print(f"{'name':>10} {'step':>8} {'epoch':>6} {'val_loss':>9} {'val_acc':>8}")
