@@ -132,7 +132,7 @@ def leave(code: int) -> NoReturn:
     gc.disable()
     gc.freeze()
     if not _teardown_may_matter():
-        atexit._run_exitfuncs()  # what Python's exit runs (CPython; os.fork's children do the same)
+        atexit._run_exitfuncs()  # the handlers Python's own exit runs (CPython; its presence is checked)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
