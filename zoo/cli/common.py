@@ -107,9 +107,10 @@ def run_command(prog: str, fn: Callable[[argparse.Namespace], int], args: argpar
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars where a person watches: stderr a terminal and no ``--no-progress``. Into a log
-    file or a pipe a bar writes a carriage return per update, so ``nohup cmd > log 2>&1`` gets none
-    (``-v`` logs one line per step there instead)."""
+    """Progress bars where a person watches: stderr a terminal and no ``--no-progress`` (where the
+    command has that flag: ``permgraph check`` has not). Into a log file or a pipe a bar writes a
+    carriage return per update, so ``nohup cmd > log 2>&1`` gets none (``-v`` logs one line per step
+    there instead)."""
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from permgraph.handspec import HandSpec, SpecFormatError, read_hand_spec
 from permgraph.spec import PermSpec
 from transfer import inputs
 from transfer.files import atomic_write_bytes, temporary_path
-from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags
+from zoo.cli.common import add_common_flags, leave, run_command, share_common_flags, show_progress
 from zoo.errors import ZooError
 
 __all__ = ["main", "parse_input"]
@@ -222,7 +221,7 @@ def _check(args: argparse.Namespace) -> int:
     args.per_block = args.per_block or bool(hand.indexed_by)  # per-head permutations: compare per block
     inferred = _infer(args, model, ex_args, ex_kwargs)
     report = permgraph.check_spec(model, hand, ex_args, ex_kwargs, trials=args.trials, inferred=inferred,
-                                  progress=sys.stderr.isatty())
+                                  progress=show_progress(args))
     print(report.to_json() if args.format == "json" else report)
     return 0 if report.ok else 1
 
