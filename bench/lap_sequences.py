@@ -11,8 +11,8 @@ misses more often). Two steps:
    ``transfer run`` unchanged.
 2. ``solve``: the captured sequence solved in order through ``CoordinateDescent._lsa`` (the
    engine's call: conversion, finiteness check, solver, its proofs), each warm from the one before,
-   with this checkout's code and, with ``--before REV``, with that revision's (a ``git worktree``
-   in a temporary folder, in a subprocess). Wall and CPU seconds per solve, the solver, rounds and
+   with this checkout's code and, with ``--before REV``, with that revision's (its files read from
+   git into a temporary folder, in a subprocess). Wall and CPU seconds per solve, the solver, rounds and
    violations of each certificate, and whether the assignment equals the engine's and, with
    ``--check``, scipy's. Writes ``docs/results/lap_sequences.md`` (``--out``) with the raw JSON.
 
@@ -93,18 +93,16 @@ def _solve_here(folder: str, check: bool) -> list[dict]:
 
 
 def _solve_at(rev: str, folders: list[str], check: bool) -> dict:
-    """``_solve_here`` with revision ``rev``'s code: a git worktree, a child process."""
+    """``_solve_here`` with revision ``rev``'s code (its files, read from git), in a child process."""
+    sys.path.insert(0, str(ROOT))
+    from bench.transfer_cost import export_revision
+
     with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
-                       capture_output=True)  # fmt: skip
-        try:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "_child", *folders] + (["--check"] if check else [])
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
-            return json.loads(out.strip().splitlines()[-1])
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+        tree = export_revision(rev, Path(tmp) / "tree")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_child", *folders] + (["--check"] if check else [])
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
+        return json.loads(out.strip().splitlines()[-1])
 
 
 def _column(rows: list[dict], key: str) -> str:

@@ -126,13 +126,19 @@ def _steps(cfg: dict) -> int:
     return cfg["epochs"] * math.ceil(n / BATCH)
 
 
-def _before(rev: str, work: Path, cmds: dict, quiet: tuple[float | None, float]) -> dict:
-    """FGMT and GMT with their default outputs by the code of git revision ``rev`` (its files only,
-    read from git), in the same sitting: the whole commands before the changes measured here."""
-    code = work / "before_code"
+def export_revision(rev: str, code: Path) -> Path:
+    """The files of git revision ``rev`` (read from git: no worktree, nothing of this checkout)
+    extracted into the new folder ``code``; run with ``PYTHONPATH=code``."""
     code.mkdir()
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    return code
+
+
+def _before(rev: str, work: Path, cmds: dict, quiet: tuple[float | None, float]) -> dict:
+    """FGMT and GMT with their default outputs by the code of git revision ``rev`` (its files only,
+    read from git), in the same sitting: the whole commands before the changes measured here."""
+    code = export_revision(rev, work / "before_code")
     env = {**os.environ, "PYTHONPATH": str(code)}
     res = {}
     for method in ("fgmt", "gmt"):
